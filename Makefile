@@ -1,0 +1,28 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test install services clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	@echo "channelhub demo: not yet — the demo lands with the demo issue (#9)."
+	@echo "Meanwhile: $(VENV)/bin/channelhub --help"
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+services:
+	bash .ci/services
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

@@ -1,0 +1,207 @@
+"""The channel contract: what a plugin implements to connect one remote system to the hub.
+
+A channel is a class. It declares who it is (``name``, ``title``), what it can do (``roles``), what
+an admin must give it (``credentials_schema``, ``settings_schema`` — marshmallow schemas that drive
+validation, the UI form and the API docs), how hard it may be pushed (``limits``), and implements the
+channel hooks of its roles. The hub builds one instance per account and job, injecting services:
+the account's decrypted credentials and settings, an HTTP client with retries and a rate limiter,
+and a logger that redacts secrets.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+import marshmallow
+from marshmallow import Schema
+
+from hub.errors import ConfigurationError, ValidationError
+from hub.records import Fulfilment, ItemResult, Listing, Order, Product
+
+
+class Role(str, enum.Enum):
+    SOURCE = "source"  # catalogue and stock master
+    MARKETPLACE = "marketplace"  # lists products, sells, sends orders
+    ORDER_DESTINATION = "order_destination"  # receives marketplace orders
+    FULFILMENT = "fulfilment"  # ships orders, reports carrier and tracking
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How hard the hub may push the remote API, from the channel's documentation."""
+
+    max_batch: int = 100  # items per batch call (stock, price, listing updates)
+    requests_per_second: float = 2.0  # the documented sustained rate
+    burst: int = 10  # requests allowed back to back before the rate applies
+    page_size: int = 100  # records per page when enumerating
+    documented: str = ""  # where the numbers come from
+
+    def batches(self, items: list[Any]) -> Iterator[list[Any]]:
+        """Split ``items`` into batches of ``max_batch``: ceil(len / max_batch) calls, never one per item."""
+        for start in range(0, len(items), self.max_batch):
+            yield items[start : start + self.max_batch]
+
+
+class EmptySchema(Schema):
+    """For channels that need no credentials or settings."""
+
+
+@dataclass
+class AccountInfo:
+    """What a channel may know about the account it serves (never the encrypted blob)."""
+
+    id: int
+    organisation_id: int
+    name: str
+    environment: str = "sandbox"
+    base_url: str | None = None
+    status: str = "setup"
+
+
+@dataclass
+class ChannelServices:
+    """Hub services injected into a channel instance."""
+
+    account: AccountInfo
+    credentials: dict[str, Any]
+    settings: dict[str, Any]
+    http: Any = None  # hub.http.HubHttpClient, built per account with the channel's limits
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("channelhub.channel"))
+    transport: Any = None  # an httpx transport override (tests, the demo's in-process sandboxes)
+
+
+# The hooks each role must implement; checked when a plugin registers its channel.
+ROLE_HOOKS: dict[Role, tuple[str, ...]] = {
+    Role.SOURCE: ("list_products",),
+    Role.MARKETPLACE: ("push_listings", "pull_orders", "send_fulfilment", "list_listings"),
+    Role.ORDER_DESTINATION: ("create_order", "pull_fulfilments"),
+    Role.FULFILMENT: ("create_order", "pull_fulfilments"),
+}
+
+
+class Channel:
+    """Base class of every channel. Subclass it, set the class attributes, implement your roles' hooks."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    roles: ClassVar[frozenset[Role]] = frozenset()
+    credentials_schema: ClassVar[type[Schema]] = EmptySchema
+    settings_schema: ClassVar[type[Schema]] = EmptySchema
+    limits: ClassVar[Limits] = Limits()
+    fulfilment_mandatory: ClassVar[bool] = False  # the marketplace requires tracking written back
+    secret_fields: ClassVar[tuple[str, ...]] = ()  # credential fields never rendered back in full
+
+    def __init__(self, services: ChannelServices) -> None:
+        self.services = services
+        self.account = services.account
+        self.credentials = services.credentials
+        self.settings = services.settings
+        self.http = services.http
+        self.log = services.logger
+
+    # -- validation -------------------------------------------------------
+
+    @classmethod
+    def validate_credentials(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Check credentials an admin entered; a ValidationError names each bad field."""
+        return _load_with(cls.credentials_schema, data)
+
+    @classmethod
+    def validate_settings(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return _load_with(cls.settings_schema, data)
+
+    @classmethod
+    def has_role(cls, role: Role) -> bool:
+        return role in cls.roles
+
+    # -- hooks of every channel -------------------------------------------
+
+    def test_connection(self) -> dict[str, Any]:
+        """Authenticate and return what the account can see (shop name, locations, warehouses)."""
+        raise NotImplementedError
+
+    def verify_webhook(self, headers: dict[str, str], body: bytes) -> dict[str, Any] | None:
+        """Authenticate an inbound webhook; return ``{"flow": ..., "params": {...}}`` to run, or None.
+
+        Raise ``AuthError`` when the signature is wrong.
+        """
+        raise NotImplementedError
+
+    # -- SOURCE -----------------------------------------------------------
+
+    def list_products(self, since: datetime | None = None) -> Iterable[Product]:
+        """Yield every Product (with Variants and stock per location) changed since ``since``.
+
+        Pages to the end or raises; a partial enumeration must never look complete.
+        """
+        raise NotImplementedError
+
+    # -- MARKETPLACE ------------------------------------------------------
+
+    def push_listings(self, listings: list[Listing]) -> list[ItemResult]:
+        """Create or update listings, price and quantity in batches of ``limits.max_batch``.
+
+        Returns exactly one ItemResult per SKU given; a bad SKU never stops the others.
+        """
+        raise NotImplementedError
+
+    def push_stock(self, listings: list[Listing]) -> list[ItemResult]:
+        """Update quantity only. Defaults to ``push_listings``; override when the API has a cheaper call."""
+        return self.push_listings(listings)
+
+    def pull_orders(self, since: datetime | None = None) -> Iterable[Order]:
+        """Yield Orders created or changed since ``since`` (new, cancelled, returned)."""
+        raise NotImplementedError
+
+    def send_fulfilment(self, order: Order, fulfilment: Fulfilment) -> ItemResult:
+        """Write carrier and tracking (and status) for the fulfilment's lines. Idempotent."""
+        raise NotImplementedError
+
+    def list_listings(self) -> Iterable[Listing]:
+        """A complete enumeration of what the marketplace shows; raise if any page fails."""
+        raise NotImplementedError
+
+    # -- ORDER_DESTINATION / FULFILMENT -----------------------------------
+
+    def create_order(self, order: Order) -> ItemResult:
+        """Create the order, first looking it up by its order number so a retry never duplicates it."""
+        raise NotImplementedError
+
+    def pull_fulfilments(self, since: datetime | None = None) -> Iterable[Fulfilment]:
+        """Yield shipments (carrier, tracking, lines) made since ``since``."""
+        raise NotImplementedError
+
+    @classmethod
+    def implements(cls, hook: str) -> bool:
+        """True when this class overrides ``hook`` rather than inheriting the base's NotImplementedError."""
+        return getattr(cls, hook, None) is not getattr(Channel, hook, None)
+
+
+def check_channel_class(channel_class: Any) -> None:
+    """Refuse a channel class that breaks the contract, saying what is wrong."""
+    if not (isinstance(channel_class, type) and issubclass(channel_class, Channel)):
+        raise ConfigurationError(f"{channel_class!r} is not a subclass of hub.channel.Channel")
+    label = channel_class.__qualname__
+    if not channel_class.name or not channel_class.name.isidentifier():
+        raise ConfigurationError(f"channel {label} needs a `name` that is a plain identifier")
+    if not channel_class.roles:
+        raise ConfigurationError(f"channel {channel_class.name!r} declares no roles")
+    for role in channel_class.roles:
+        missing = [hook for hook in ROLE_HOOKS[Role(role)] if not channel_class.implements(hook)]
+        if missing:
+            raise ConfigurationError(
+                f"channel {channel_class.name!r} has role {Role(role).value} but does not implement {', '.join(missing)}"
+            )
+
+
+def _load_with(schema_class: type[Schema], data: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return schema_class().load(data or {})
+    except marshmallow.ValidationError as error:
+        messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+        raise ValidationError(messages, field=next(iter(messages), None)) from None

@@ -1,0 +1,29 @@
+"""Fixtures shared by every test module."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from hub.plugins import set_plugin_manager
+
+POSTGRES_URL = os.environ.get("CHANNELHUB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("CHANNELHUB_TEST_REDIS_URL", "redis://127.0.0.1:6379/7")
+
+
+def service_unavailable(what: str, error: Exception) -> None:
+    """Under CI a missing service is a failure, never a silent skip."""
+    message = f"{what} is not reachable: {error}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " (CI=true: integration tests must not skip)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plugin_manager() -> Iterator[None]:
+    """Each test loads plugins afresh, so one test's CHANNELHUB_PLUGINS never leaks into the next."""
+    set_plugin_manager(None)
+    yield
+    set_plugin_manager(None)
