@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -65,14 +66,74 @@ class AccountInfo:
 
 @dataclass
 class ChannelServices:
-    """Hub services injected into a channel instance."""
+    """Hub services injected into a channel instance.
+
+    ``transport`` replaces the network (tests pass ``httpx.WSGITransport(app=sandbox)``); ``sleep``
+    and ``clock`` replace time so tests of Retry-After and token expiry never wait for real.
+    """
 
     account: AccountInfo
     credentials: dict[str, Any]
     settings: dict[str, Any]
-    http: Any = None  # hub.http.HubHttpClient, built per account with the channel's limits
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("channelhub.channel"))
-    transport: Any = None  # an httpx transport override (tests, the demo's in-process sandboxes)
+    transport: Any = None
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.time
+    rate_limiter_registry: Any = None  # hub.ratelimit.RateLimiterRegistry; None = the process-wide one
+
+    def http_client(self, base_url: str, *, limits: Limits, secrets: Iterable[str] = (), **options: Any) -> Any:
+        """A hub.http.HubHttpClient for this account: retries, Retry-After, rate limit, redacted logs.
+
+        Every credential value is redacted from its logs, plus any ``secrets`` given (e.g. a token).
+        """
+        from hub.http import make_client
+
+        return make_client(
+            base_url=base_url,
+            account_key=f"{self.account.organisation_id}:{self.account.id}:{base_url}",
+            rate=limits.requests_per_second,
+            burst=limits.burst,
+            transport=self.transport,
+            secrets=[*self.secret_values(), *secrets],
+            logger=self.logger,
+            sleep=self.sleep,
+            wallclock=self.clock,
+            registry=self.rate_limiter_registry,
+            **options,
+        )
+
+    def secret_values(self) -> list[str]:
+        return [str(value) for value in self.credentials.values() if isinstance(value, str) and len(value) >= 4]
+
+
+@dataclass
+class WebhookRequest:
+    """An inbound webhook as the web layer received it, before anything trusts it.
+
+    ``url_secret`` is the per-account secret carried in the callback URL, for channels whose
+    callbacks are not signed (The Iconic, Uphance); ``body`` is the raw bytes a signature covers.
+    """
+
+    headers: dict[str, str]
+    body: bytes
+    query: dict[str, str] = field(default_factory=dict)
+    url_secret: str | None = None
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        return next((value for key, value in self.headers.items() if key.lower() == wanted), None)
+
+
+@dataclass
+class WebhookAction:
+    """What a verified webhook asks the hub to do: run ``flow`` for the account with ``params``.
+
+    ``delivery_id`` lets the hub drop a delivery it has already acted on (webhooks repeat).
+    """
+
+    flow: str
+    params: dict[str, Any] = field(default_factory=dict)
+    delivery_id: str | None = None
 
 
 # The hooks each role must implement; checked when a plugin registers its channel.
@@ -101,7 +162,6 @@ class Channel:
         self.account = services.account
         self.credentials = services.credentials
         self.settings = services.settings
-        self.http = services.http
         self.log = services.logger
 
     # -- validation -------------------------------------------------------
@@ -125,10 +185,10 @@ class Channel:
         """Authenticate and return what the account can see (shop name, locations, warehouses)."""
         raise NotImplementedError
 
-    def verify_webhook(self, headers: dict[str, str], body: bytes) -> dict[str, Any] | None:
-        """Authenticate an inbound webhook; return ``{"flow": ..., "params": {...}}`` to run, or None.
+    def verify_webhook(self, request: WebhookRequest) -> WebhookAction | None:
+        """Authenticate an inbound webhook and say which targeted job it asks for (None: ignore it).
 
-        Raise ``AuthError`` when the signature is wrong.
+        Raise ``AuthError`` when the signature or URL secret is wrong; compare in constant time.
         """
         raise NotImplementedError
 
