@@ -1,0 +1,76 @@
+"""Bindings: the idempotency spine between the hub's records and each channel's ids.
+
+A binding says "on this account, this kind of thing with this external id is our record X", unique
+both ways. Flows ask before acting ("have we already created this order there?") and record after,
+and the database's unique constraints, not a cache, decide a race between two workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from hub.models import Binding, utcnow
+
+LISTING = "listing"
+ORDER_IMPORT = "order_import"
+DESTINATION_ORDER = "destination_order"
+FULFILMENT_ORDER = "fulfilment_order"
+FULFILMENT_SENT = "fulfilment_sent"
+
+
+def fingerprint(payload: Any) -> str:
+    """A stable hash of what was sent, so an unchanged listing is not sent again."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def by_internal(session: Session, account_id: int, kind: str, internal_id: str | int) -> Binding | None:
+    return session.scalar(select(Binding).where(
+        Binding.account_id == account_id, Binding.kind == kind, Binding.internal_id == str(internal_id)))
+
+
+def by_external(session: Session, account_id: int, kind: str, external_id: str) -> Binding | None:
+    return session.scalar(select(Binding).where(
+        Binding.account_id == account_id, Binding.kind == kind, Binding.external_id == str(external_id)))
+
+
+def bind(
+    session: Session, account_id: int, kind: str, *, internal_id: str | int, external_id: str,
+    fingerprint: str | None = None, sent_at: datetime | None = None,
+) -> Binding:
+    """Record (or refresh) the binding; if another worker bound it first, return theirs unchanged.
+
+    Runs in a savepoint so a lost race does not roll back the caller's transaction.
+    """
+    existing = by_internal(session, account_id, kind, internal_id)
+    if existing is not None:
+        existing.external_id = str(external_id)
+        existing.fingerprint = fingerprint if fingerprint is not None else existing.fingerprint
+        existing.last_sent_at = sent_at or existing.last_sent_at
+        existing.last_error = None
+        return existing
+    binding = Binding(account_id=account_id, kind=kind, internal_id=str(internal_id), external_id=str(external_id),
+                      fingerprint=fingerprint, last_sent_at=sent_at)
+    try:
+        with session.begin_nested():
+            session.add(binding)
+    except IntegrityError:
+        winner = by_internal(session, account_id, kind, internal_id) or by_external(session, account_id, kind, external_id)
+        if winner is None:
+            raise
+        return winner
+    return binding
+
+
+def record_error(session: Session, account_id: int, kind: str, internal_id: str | int, message: str) -> None:
+    binding = by_internal(session, account_id, kind, internal_id)
+    if binding is not None:
+        binding.last_error = message
+        binding.updated_at = utcnow()
