@@ -28,10 +28,32 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp that is always timezone-aware UTC in Python, whatever the database returns.
+
+    SQLite hands back naive datetimes even for ``DateTime(timezone=True)``; comparing those with
+    aware ones raises, so every value is normalised on the way in and out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc) if value is not None else None
 
 
 # Named constraints keep Alembic migrations identical on SQLite and PostgreSQL.
@@ -100,7 +122,7 @@ class Organisation(Base):
     name: Mapped[str] = mapped_column(String(200))
     slug: Mapped[str] = mapped_column(String(100), unique=True)
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class User(Base):
@@ -113,7 +135,7 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[Role] = mapped_column(_enum(Role), default=Role.VIEWER)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     organisation: Mapped[Organisation] = relationship()
 
@@ -125,7 +147,7 @@ class Label(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(100))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     rules: Mapped[list[LabelRule]] = relationship(back_populates="label", cascade="all, delete-orphan")
 
@@ -160,20 +182,20 @@ class ChannelAccount(Base):
     status: Mapped[AccountStatus] = mapped_column(_enum(AccountStatus), default=AccountStatus.SETUP)
     paused_from: Mapped[AccountStatus | None] = mapped_column(_enum(AccountStatus))
     # When the pause began: time spent paused does not count towards the testing period.
-    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    testing_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    testing_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     testing_days: Mapped[int] = mapped_column(Integer, default=30)
-    live_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    live_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     listings_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     reconciler_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     orders_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     fulfilments_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
 
-    label_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id", ondelete="SET NULL"))
-    source_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_accounts.id", ondelete="SET NULL"))
-    destination_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_accounts.id", ondelete="SET NULL"))
-    fulfilment_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_accounts.id", ondelete="SET NULL"))
+    label_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id", ondelete="SET NULL"), index=True)
+    source_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_accounts.id", ondelete="SET NULL"), index=True)
+    destination_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_accounts.id", ondelete="SET NULL"), index=True)
+    fulfilment_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_accounts.id", ondelete="SET NULL"), index=True)
 
     schedules: Mapped[dict[str, Any]] = mapped_column(default=dict)  # flow -> interval seconds
     reserve_stock: Mapped[int] = mapped_column(Integer, default=0)
@@ -183,8 +205,8 @@ class ChannelAccount(Base):
     brand_filter: Mapped[list[Any]] = mapped_column(default=list)
     season_filter: Mapped[list[Any]] = mapped_column(default=list)
 
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     organisation: Mapped[Organisation] = relationship()
     label: Mapped[Label | None] = relationship()
@@ -196,7 +218,7 @@ class Product(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"), index=True)
-    source_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_accounts.id", ondelete="SET NULL"))
+    source_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_accounts.id", ondelete="SET NULL"), index=True)
     external_id: Mapped[str | None] = mapped_column(String(100))
     parent_sku: Mapped[str] = mapped_column(String(100))
     title: Mapped[str] = mapped_column(String(500), default="")
@@ -209,7 +231,7 @@ class Product(Base):
     images: Mapped[list[Any]] = mapped_column(default=list)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     variants: Mapped[list[Variant]] = relationship(back_populates="product", cascade="all, delete-orphan")
 
@@ -234,7 +256,7 @@ class Variant(Base):
     # Set by the catalogue flow when the source holds this SKU twice; kept out of every sync.
     duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     product: Mapped[Product] = relationship(back_populates="variants")
     stock_levels: Mapped[list[StockLevel]] = relationship(back_populates="variant", cascade="all, delete-orphan")
@@ -250,7 +272,7 @@ class StockLevel(Base):
     available: Mapped[int] = mapped_column(Integer, default=0)
     available_from_stock: Mapped[int] = mapped_column(Integer, default=0)
     on_hand: Mapped[int] = mapped_column(Integer, default=0)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     variant: Mapped[Variant] = relationship(back_populates="stock_levels")
 
@@ -263,7 +285,7 @@ class LabelAssignment(Base):
     label_id: Mapped[int] = mapped_column(ForeignKey("labels.id", ondelete="CASCADE"), index=True)
     variant_id: Mapped[int] = mapped_column(ForeignKey("variants.id", ondelete="CASCADE"), index=True)
     source: Mapped[str] = mapped_column(String(16), default="manual")  # manual | csv | rule
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class DuplicateSku(Base):
@@ -277,7 +299,7 @@ class DuplicateSku(Base):
     source_account_id: Mapped[int] = mapped_column(ForeignKey("channel_accounts.id", ondelete="CASCADE"))
     sku: Mapped[str] = mapped_column(String(100))
     occurrences: Mapped[int] = mapped_column(Integer, default=2)
-    detected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Binding(Base):
@@ -295,10 +317,10 @@ class Binding(Base):
     external_id: Mapped[str] = mapped_column(String(200))
     internal_id: Mapped[str] = mapped_column(String(200))
     fingerprint: Mapped[str | None] = mapped_column(String(128))
-    last_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class Order(Base):
@@ -311,7 +333,7 @@ class Order(Base):
     channel_order_id: Mapped[str] = mapped_column(String(100))
     order_number: Mapped[str] = mapped_column(String(100))
     status: Mapped[OrderStatus] = mapped_column(_enum(OrderStatus), default=OrderStatus.IMPORTED, index=True)
-    placed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    placed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     currency: Mapped[str] = mapped_column(String(3), default="AUD")
     customer_name: Mapped[str] = mapped_column(String(200), default="")
     customer_email: Mapped[str] = mapped_column(String(320), default="")
@@ -320,11 +342,11 @@ class Order(Base):
     shipping_method: Mapped[str] = mapped_column(String(100), default="")
     total: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
     third_party_managed: Mapped[bool] = mapped_column(Boolean, default=False)
-    destination_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_accounts.id", ondelete="SET NULL"))
+    destination_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_accounts.id", ondelete="SET NULL"), index=True)
     error: Mapped[str | None] = mapped_column(Text)
     raw: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     lines: Mapped[list[OrderLine]] = relationship(back_populates="order", cascade="all, delete-orphan")
     fulfilments: Mapped[list[Fulfilment]] = relationship(back_populates="order", cascade="all, delete-orphan")
@@ -337,7 +359,7 @@ class OrderLine(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
     sku: Mapped[str] = mapped_column(String(100))
-    variant_id: Mapped[int | None] = mapped_column(ForeignKey("variants.id", ondelete="SET NULL"))
+    variant_id: Mapped[int | None] = mapped_column(ForeignKey("variants.id", ondelete="SET NULL"), index=True)
     title: Mapped[str] = mapped_column(String(500), default="")
     quantity: Mapped[int] = mapped_column(Integer)
     unit_price: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
@@ -354,17 +376,17 @@ class Fulfilment(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
-    source_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_accounts.id", ondelete="SET NULL"))
+    source_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_accounts.id", ondelete="SET NULL"), index=True)
     external_id: Mapped[str] = mapped_column(String(200))
     carrier: Mapped[str] = mapped_column(String(100), default="")
     service: Mapped[str] = mapped_column(String(100), default="")
     tracking_number: Mapped[str] = mapped_column(String(100), default="")
     tracking_url: Mapped[str] = mapped_column(String(500), default="")
-    shipped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    shipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     lines: Mapped[list[Any]] = mapped_column(default=list)  # [{"sku":..., "quantity":...}]
     status: Mapped[str] = mapped_column(String(32), default="pending")  # pending | sent | error
     error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     order: Mapped[Order] = relationship(back_populates="fulfilments")
 
@@ -379,7 +401,7 @@ class Return(Base):
     lines: Mapped[list[Any]] = mapped_column(default=list)
     reason: Mapped[str] = mapped_column(String(500), default="")
     status: Mapped[str] = mapped_column(String(32), default="requested")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     order: Mapped[Order] = relationship(back_populates="returns")
 
@@ -413,9 +435,9 @@ class SyncRun(Base):
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
-    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     items: Mapped[list[SyncRunItem]] = relationship(back_populates="run", cascade="all, delete-orphan")
 
@@ -441,7 +463,7 @@ class Cursor(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("channel_accounts.id", ondelete="CASCADE"))
     stream: Mapped[str] = mapped_column(String(64))
     value: Mapped[str] = mapped_column(String(200))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class Event(Base):
@@ -453,13 +475,13 @@ class Event(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id", ondelete="CASCADE"))
     account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_accounts.id", ondelete="SET NULL"), index=True)
-    run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id", ondelete="SET NULL"))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id", ondelete="SET NULL"), index=True)
     kind: Mapped[str] = mapped_column(String(64), index=True)  # e.g. account.transition, stock.pushed
     level: Mapped[str] = mapped_column(String(16), default="info")  # info | warning | error
     actor: Mapped[str] = mapped_column(String(200), default="system")
     message: Mapped[str] = mapped_column(Text, default="")
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class AppendOnlyViolation(RuntimeError):
