@@ -46,3 +46,26 @@ TICK_SECONDS = 5.0
 
 # -- reconciler ------------------------------------------------------------
 RECONCILE_MAX_REMOVE_SHARE = 0.10
+
+# -- runtime, continued (hub.jobs, hub.embedded, hub.fleet) ----------------
+# RQ queues are "<prefix>-<lane>"; lock and tick keys in Redis start with "<prefix>:". Two hubs can
+# share one Redis by using different prefixes.
+QUEUE_PREFIX = "channelhub"
+# A job whose (account, flow) is running elsewhere waits this long and tries again: short, because
+# the running flow may end any moment, and the busy check costs one Redis round trip.
+LOCK_BUSY_DELAY = 5.0
+# Deferrals (rate limits, busy locks) RQ grants one job before failing it; they spend no retry.
+# 1000 x 5 s covers a lock held for the whole LOCK_TIMEOUT several times over.
+JOB_MAX_DEFERRALS = 1000
+# A run still queued or running this long after it was queued belongs to a worker that died: it is
+# marked failed and stops blocking its schedule. Twice JOB_TIMEOUT, since no live job runs longer.
+RUN_STALE_AFTER = 2 * JOB_TIMEOUT
+# How often `channelhub scheduler` enqueues the fan-out tick. Each tick is an RQ job (a fork on a
+# worker), so this is coarser than the embedded TICK_SECONDS; the shortest flow interval is minutes.
+SCHEDULER_TICK_SECONDS = 15
+# A flow may report progress per item; the run row and RQ job meta are written at most this often.
+PROGRESS_FLUSH_SECONDS = 1.0
+# Item outcomes are written in batches of this many rows, not one transaction per SKU.
+ITEM_FLUSH_BATCH = 200
+# How long RQ keeps a finished job's result; the SyncRun row is the lasting record.
+JOB_RESULT_TTL = 24 * 60 * 60

@@ -140,6 +140,25 @@ class User(Base):
     organisation: Mapped[Organisation] = relationship()
 
 
+class ApiToken(Base):
+    """A personal API token: only its SHA-256 is stored; the token itself is shown once, on creation.
+
+    A token acts as its user, with the user's role and organisation (so deactivating the user
+    disables the token too).
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    user: Mapped[User] = relationship()
+
+
 class Label(Base):
     __tablename__ = "labels"
     __table_args__ = (UniqueConstraint("organisation_id", "name"),)

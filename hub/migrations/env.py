@@ -15,15 +15,23 @@ from sqlalchemy import Connection
 
 from hub.db import make_engine
 from hub.errors import ConfigurationError
-from hub.models import Base
+from hub.models import Base, UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata
+
+def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+    # Scripts must not import hub.models (they outlive it): write UTCDateTime as what it stores.
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
 
 COMMON_OPTIONS = {
     "target_metadata": target_metadata,
     "render_as_batch": True,
     "compare_type": True,
+    "render_item": _render_item,
 }
 
 

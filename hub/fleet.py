@@ -1,0 +1,303 @@
+"""The fleet executor: RQ on Redis, any number of workers on any number of machines.
+
+- Queues per lane, ``<prefix>-orders``, ``-stock``, ``-catalog``, ``-reconcile``; workers listen in
+  that order, so an order never waits behind a catalogue import.
+- A job is ``run_flow_job(run_id)``: the run id is its only argument. Non-secret extras ride in
+  ``job.meta`` (the flow's params, the lock prefix, the busy delay); progress is published there too.
+- ``TransientError`` is re-raised, and RQ's ``Retry(max=JOB_RETRIES, interval=JOB_RETRY_INTERVALS)``
+  given at enqueue retries it. A deferral (rate limited, flow busy) *returns* ``rq.Retry``: RQ
+  reschedules the same job after the delay and counts it apart from the exception retries, so a
+  deferral spends none of them.
+- Every other outcome returns normally: the SyncRun row, not RQ's job status, says whether the sync
+  worked (RQ's failed registry holds only exhausted retries and crashes).
+- ``channelhub scheduler`` is RQ's ``CronScheduler`` with one entry, ``tick``, every
+  ``SCHEDULER_TICK_SECONDS`` on the orders lane: per-account schedules live in the database, so one
+  entry fans out through ``enqueue_due`` rather than one cron entry per account.
+
+A worker process builds its ``Database`` from ``CHANNELHUB_DATABASE_URL`` once, lazily; a forked
+work horse drops the inherited connection pool and opens its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import LockError
+from rq import Queue, Retry, Worker, get_current_job
+from rq.cron import CronScheduler
+from rq.job import Job
+
+from hub import defaults
+from hub.config import Config, load_config
+from hub.db import Database
+from hub.errors import ConfigurationError, TransientError
+from hub.jobs import (
+    Outcome,
+    ProgressSink,
+    Verdict,
+    create_run,
+    execute_run,
+    fail_run,
+    lane_for,
+    load_builtin_flows,
+)
+from hub.locks import RedisLocks
+from hub.models import ChannelAccount
+from hub.scheduling import enqueue_due, next_due, promote_accounts
+
+log = logging.getLogger("channelhub.fleet")
+
+
+def queue_name(lane: str, prefix: str = defaults.QUEUE_PREFIX) -> str:
+    return f"{prefix}-{lane}"
+
+
+def job_id_for(run_id: int, prefix: str = defaults.QUEUE_PREFIX) -> str:
+    # Derived from the run, so a run can never be on the queues twice under two ids.
+    return f"{prefix}-run-{run_id}"
+
+
+def _redis(url: str | None) -> Redis:
+    if not url:
+        raise ConfigurationError("the fleet needs CHANNELHUB_REDIS_URL (redis://host:6379/0)")
+    return Redis.from_url(url)  # RQ stores pickles: no decode_responses
+
+
+class FleetRuntime:
+    """Enqueues runs onto RQ; the work happens in ``channelhub worker`` processes."""
+
+    def __init__(
+        self,
+        db: Database,
+        redis_url: str | None = None,
+        *,
+        connection: Redis | None = None,
+        prefix: str = defaults.QUEUE_PREFIX,
+        retries: int | None = None,
+        retry_intervals: Sequence[float] | None = None,
+        busy_delay: float | None = None,
+    ) -> None:
+        self.db = db
+        self.redis = connection if connection is not None else _redis(redis_url)
+        self.prefix = prefix
+        self.retries = defaults.JOB_RETRIES if retries is None else retries
+        self.retry_intervals = list(defaults.JOB_RETRY_INTERVALS if retry_intervals is None else retry_intervals)
+        self.busy_delay = defaults.LOCK_BUSY_DELAY if busy_delay is None else busy_delay
+        self.queues = {lane: Queue(queue_name(lane, prefix), connection=self.redis) for lane in defaults.LANES}
+
+    def enqueue(
+        self,
+        account_id: int,
+        flow: str,
+        *,
+        trigger: str = "manual",
+        params: dict[str, Any] | None = None,
+        delay: float = 0,
+    ) -> int:
+        lane = lane_for(flow)  # refuse an unknown flow before writing a run for it
+        run_id = create_run(self.db, account_id, flow, trigger=trigger, job_id=lambda rid: job_id_for(rid, self.prefix))
+        try:
+            self._submit(run_id, lane, flow, dict(params or {}), delay)
+        except Exception as exc:
+            fail_run(self.db, run_id, f"could not be queued: {exc}")
+            raise
+        return run_id
+
+    def enqueue_due(self, now: datetime | None = None) -> list[int]:
+        # One tick at a time across the fleet: overlapping ticks could both see a flow as not pending.
+        guard = self.redis.lock(f"{self.prefix}:tick", timeout=300, blocking=False)
+        if not guard.acquire():
+            log.info("another scheduler tick is running; skipping this one")
+            return []
+        try:
+            return enqueue_due(self.db, self.enqueue, now)
+        finally:
+            try:
+                guard.release()
+            except LockError:
+                pass
+
+    def next_due(self, account: ChannelAccount, flow: str) -> datetime:
+        with self.db.session() as session:
+            return next_due(session, account, flow)
+
+    def start(self) -> None:
+        """Nothing to start: workers and the scheduler are their own processes."""
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def job(self, run_id: int) -> Job | None:
+        """The RQ job of a run (for progress in ``job.meta``), while RQ still keeps it."""
+        try:
+            return Job.fetch(job_id_for(run_id, self.prefix), connection=self.redis)
+        except Exception:
+            return None
+
+    def _submit(self, run_id: int, lane: str, flow: str, params: dict[str, Any], delay: float) -> Job:
+        options: dict[str, Any] = {
+            "job_id": job_id_for(run_id, self.prefix),
+            "job_timeout": defaults.JOB_TIMEOUT,
+            "result_ttl": defaults.JOB_RESULT_TTL,
+            "description": f"{flow} run {run_id}",
+            "meta": {"prefix": self.prefix, "busy_delay": self.busy_delay, "params": params, "flow": flow},
+        }
+        if self.retries > 0:
+            options["retry"] = Retry(max=self.retries, interval=list(self.retry_intervals) or [0])
+        queue = self.queues[lane]
+        if delay > 0:
+            return queue.enqueue_in(timedelta(seconds=delay), run_flow_job, args=(run_id,), **options)
+        return queue.enqueue(run_flow_job, args=(run_id,), **options)
+
+
+# -- inside the worker ---------------------------------------------------------
+
+_db_guard = threading.Lock()
+_db: Database | None = None
+_db_pid = 0
+
+
+def worker_database(url: str | None = None) -> Database:
+    """This process's Database, built on first use from ``url`` or ``CHANNELHUB_DATABASE_URL``."""
+    global _db, _db_pid
+    with _db_guard:
+        if _db is None:
+            _db = Database(url or load_config().database_url)
+        elif _db_pid != os.getpid():
+            # A forked work horse must not share the parent's sockets: forget them without closing.
+            _db.engine.dispose(close=False)
+        _db_pid = os.getpid()
+        return _db
+
+
+def reset_worker_database() -> None:
+    """Forget the cached Database (tests that change CHANNELHUB_DATABASE_URL)."""
+    global _db
+    with _db_guard:
+        if _db is not None:
+            _db.dispose()
+        _db = None
+
+
+def run_flow_job(run_id: int) -> dict[str, Any] | Retry:
+    """The RQ job: one attempt of SyncRun ``run_id``."""
+    job = get_current_job()
+    meta = dict(job.meta) if job is not None else {}
+    connection = job.connection if job is not None else _redis(load_config().redis_url)
+    outcome = execute_run(
+        worker_database(),
+        run_id,
+        locks=RedisLocks(connection, meta.get("prefix", defaults.QUEUE_PREFIX)),
+        retries_left=(job.retries_left or 0) if job is not None else 0,
+        busy_delay=meta.get("busy_delay"),
+        params=meta.get("params"),
+        on_progress=_progress_sink(job),
+    )
+    return _answer(run_id, outcome)
+
+
+def _answer(run_id: int, outcome: Outcome) -> dict[str, Any] | Retry:
+    """Turn the verdict into what RQ understands."""
+    if isinstance(outcome.error, TransientError):
+        raise outcome.error  # RQ's Retry on the job decides: retry after the backoff, or fail it
+    if outcome.verdict is Verdict.DEFER:
+        # RQ schedules whole seconds; never zero, which would requeue at once and spin.
+        return Retry(max=defaults.JOB_MAX_DEFERRALS, interval=[max(1, math.ceil(outcome.delay))])
+    return {"run_id": run_id, "status": outcome.status.value if outcome.status else "skipped"}
+
+
+def _progress_sink(job: Job | None) -> ProgressSink | None:
+    if job is None:
+        return None
+
+    def publish(done: int, total: int | None) -> None:
+        job.meta["progress"] = {"done": done, "total": total}
+        job.save_meta()
+
+    return publish
+
+
+def tick(prefix: str = defaults.QUEUE_PREFIX) -> list[int]:
+    """The scheduler's single cron entry: promote accounts due for Live, enqueue every due flow."""
+    job = get_current_job()
+    connection = job.connection if job is not None else _redis(load_config().redis_url)
+    db = worker_database()
+    promote_accounts(db)
+    return FleetRuntime(db, connection=connection, prefix=prefix).enqueue_due()
+
+
+# -- the processes -----------------------------------------------------------
+
+
+def run_worker(
+    config: Config,
+    lanes: Sequence[str] | None = None,
+    burst: bool = False,
+    *,
+    prefix: str = defaults.QUEUE_PREFIX,
+    name: str | None = None,
+    logging_level: str = "INFO",
+) -> bool:
+    """``channelhub worker``: work the lanes' queues (all, orders first) until stopped.
+
+    Runs with RQ's scheduler, which moves retries and deferred jobs back onto their queues when due;
+    any number of workers may run it, RQ elects one per queue.
+    """
+    chosen = _lanes(lanes)
+    connection = _redis(config.redis_url)
+    _check_database(worker_database(config.database_url))
+    load_builtin_flows()  # once here, so every forked work horse inherits the registry
+    queues = [Queue(queue_name(lane, prefix), connection=connection) for lane in chosen]
+    worker = Worker(queues, connection=connection, name=name)
+    log.info("worker %s on %s", worker.name, ", ".join(queue.name for queue in queues))
+    return worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
+
+
+def run_scheduler(
+    config: Config,
+    *,
+    prefix: str = defaults.QUEUE_PREFIX,
+    interval: int | None = None,
+    name: str = "",
+) -> None:
+    """``channelhub scheduler``: RQ's cron scheduler with the one fan-out entry, until stopped.
+
+    Run one; a second is harmless (ticks take a Redis lock and skip flows already pending).
+    """
+    every = int(interval or defaults.SCHEDULER_TICK_SECONDS)
+    scheduler = CronScheduler(connection=_redis(config.redis_url), name=name)
+    scheduler.register(
+        tick,
+        queue_name(defaults.LANES[0], prefix),  # the orders lane: every deployment works it, first
+        kwargs={"prefix": prefix},
+        interval=every,
+        job_timeout=300,
+        result_ttl=600,
+        ttl=max(60, 4 * every),  # a tick nobody ran in time is dropped; the next one does its work
+        name=f"{prefix}-tick",
+    )
+    scheduler.start()
+
+
+def _check_database(db: Database) -> None:
+    # Fail at start-up, not on the first job, when the database is unreachable; then drop the
+    # connection so work horses forked later inherit none.
+    with db.engine.connect():
+        pass
+    db.engine.dispose()
+
+
+def _lanes(lanes: Sequence[str] | None) -> list[str]:
+    if not lanes:
+        return list(defaults.LANES)
+    unknown = sorted(set(lanes) - set(defaults.LANES))
+    if unknown:
+        raise ConfigurationError(f"unknown lane(s) {', '.join(unknown)}; lanes are {', '.join(defaults.LANES)}")
+    return [lane for lane in defaults.LANES if lane in lanes]  # always orders first

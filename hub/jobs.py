@@ -1,0 +1,515 @@
+"""The one job API: flows, their run records, and the job body both executors run.
+
+A *flow* is a function ``func(ctx: FlowContext) -> None`` registered under a name with
+``register_flow``. Every execution of a flow is a ``SyncRun`` row, created ``queued`` by the runtime
+before anything is queued, so the job itself carries nothing but the run id (never credentials).
+
+``execute_run`` is the job body shared by the embedded pool and the RQ worker: it loads the run,
+takes the per-(account, flow) lock, runs the flow, records counts, progress and the outcome, and
+turns the error vocabulary of ``hub.errors`` into a verdict the executor acts on:
+
+==================  ==========================================================================
+raised              verdict
+==================  ==========================================================================
+nothing             DONE: ok, or partial when any item was rejected/failed
+TransientError      RETRY (attempt + 1) while retries are left, else DONE failed
+RateLimited         DEFER by ``retry_after``; spends no retry
+LockBusy / busy     DEFER by the busy delay; the flow never runs twice at once
+AuthError           DONE failed, no retry, an error event telling the admin to fix credentials
+anything else       DONE failed, the traceback's last line in ``error``, an error event
+==================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import logging
+import pkgutil
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from hub import defaults
+from hub.db import Database
+from hub.errors import AuthError, LockBusy, NotFound, RateLimited, TransientError
+from hub.events import emit
+from hub.locks import LockProvider
+from hub.models import ChannelAccount, RunStatus, SyncRun, SyncRunItem, utcnow
+
+log = logging.getLogger("channelhub.jobs")
+
+FlowFunc = Callable[["FlowContext"], None]
+ProgressSink = Callable[[int, int | None], None]
+
+ITEM_OUTCOMES = ("ok", "rejected", "skipped", "failed")
+# An item outcome that makes the run partial rather than ok.
+PROBLEM_OUTCOMES = ("rejected", "failed")
+TERMINAL = (RunStatus.OK, RunStatus.PARTIAL, RunStatus.FAILED)
+PENDING = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.DEFERRED)
+
+
+# -- the flow registry -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    name: str
+    func: FlowFunc
+    lane: str
+    # Optional scheduling filter: enqueue_due skips accounts it returns False for (e.g. catalog only
+    # for SOURCE channels). Manual enqueues are not filtered.
+    applies: Callable[[ChannelAccount], bool] | None = None
+
+
+_flows: dict[str, FlowSpec] = {}
+_flows_guard = threading.Lock()
+_builtins_loaded = False
+# module -> why it failed to import; named when a flow it should have registered is missing.
+_import_errors: dict[str, str] = {}
+
+
+def register_flow(
+    name: str,
+    func: FlowFunc,
+    lane: str | None = None,
+    *,
+    applies: Callable[[ChannelAccount], bool] | None = None,
+) -> FlowSpec:
+    """Make ``func`` runnable as flow ``name`` on ``lane`` (default: ``FLOW_LANES[name]``)."""
+    lane = lane or defaults.FLOW_LANES.get(name)
+    if lane not in defaults.LANES:
+        raise ValueError(f"flow {name!r} needs a lane, one of {', '.join(defaults.LANES)} (got {lane!r})")
+    spec = FlowSpec(name=name, func=func, lane=lane, applies=applies)
+    with _flows_guard:
+        existing = _flows.get(name)
+        if existing is not None and not _same_function(existing.func, func):
+            raise ValueError(f"flow {name!r} is already registered by {_describe(existing.func)}")
+        _flows[name] = spec
+    return spec
+
+
+def unregister_flow(name: str) -> None:
+    with _flows_guard:
+        _flows.pop(name, None)
+
+
+def get_flow(name: str) -> FlowSpec:
+    """The registered flow, loading ``hub.flows`` on a miss; ``NotFound`` if nobody registered it."""
+    spec = _flows.get(name)
+    if spec is None:
+        load_builtin_flows()
+        spec = _flows.get(name)
+    if spec is None:
+        broken = "; ".join(f"{module} failed to import: {error}" for module, error in _import_errors.items())
+        raise NotFound(f"no flow named {name!r} is registered" + (f" ({broken})" if broken else ""))
+    return spec
+
+
+def registered_flows() -> dict[str, FlowSpec]:
+    with _flows_guard:
+        return dict(_flows)
+
+
+def lane_for(flow: str) -> str:
+    """The lane a flow's jobs go to: the registered one, else the default table."""
+    spec = _flows.get(flow)
+    if spec is not None:
+        return spec.lane
+    if flow in defaults.FLOW_LANES:
+        return defaults.FLOW_LANES[flow]
+    return get_flow(flow).lane
+
+
+def load_builtin_flows() -> None:
+    """Import every module of ``hub.flows`` once; each registers its flow when imported."""
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True  # set first: a flow module importing hub.jobs must not recurse
+    try:
+        package = importlib.import_module("hub.flows")
+    except ModuleNotFoundError:
+        return
+    for module in pkgutil.iter_modules(package.__path__, prefix="hub.flows."):
+        try:
+            importlib.import_module(module.name)
+        except Exception as exc:  # one broken flow must not stop the others from running
+            _import_errors[module.name] = _last_line(exc)
+            log.exception("flow module %s failed to import", module.name)
+
+
+def _same_function(a: FlowFunc, b: FlowFunc) -> bool:
+    # The same source function imported under two module names (tests.x vs x) is the same flow.
+    code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
+    if a is b:
+        return True
+    return (
+        code_a is not None
+        and code_b is not None
+        and a.__qualname__ == b.__qualname__
+        and code_a.co_filename == code_b.co_filename
+    )
+
+
+def _describe(func: FlowFunc) -> str:
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+
+
+# -- what a flow sees --------------------------------------------------------
+
+
+class RunRecorder:
+    """Buffers a run's item outcomes, counts, API calls and progress, and writes them in batches.
+
+    Flows report per item; writing a transaction per SKU would make the run log the bottleneck, so
+    items go out every ``ITEM_FLUSH_BATCH`` rows and progress at most every ``PROGRESS_FLUSH_SECONDS``.
+    """
+
+    def __init__(self, db: Database, run_id: int, on_progress: ProgressSink | None = None) -> None:
+        self.db = db
+        self.run_id = run_id
+        self.on_progress = on_progress
+        self.counts: dict[str, int] = {}
+        self.done = 0
+        self.total: int | None = None
+        self._items: list[SyncRunItem] = []
+        self._api_calls = 0
+        self._last_flush = 0.0
+        self._guard = threading.Lock()  # a flow may fan out over threads
+
+    def item(self, key: str, outcome: str, message: str = "", field: str | None = None) -> None:
+        if outcome not in ITEM_OUTCOMES:
+            raise ValueError(f"item outcome must be one of {', '.join(ITEM_OUTCOMES)}, not {outcome!r}")
+        with self._guard:
+            self._items.append(
+                SyncRunItem(run_id=self.run_id, key=str(key)[:200], outcome=outcome, field=field, message=message)
+            )
+            self.counts[outcome] = self.counts.get(outcome, 0) + 1
+            full = len(self._items) >= defaults.ITEM_FLUSH_BATCH
+        if full:
+            self.flush()
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        with self._guard:
+            self.done = done
+            if total is not None:
+                self.total = total
+            finished = self.total is not None and done >= self.total
+            due = finished or time.monotonic() - self._last_flush >= defaults.PROGRESS_FLUSH_SECONDS
+        if due:
+            self.flush()
+
+    def add_api_calls(self, n: int) -> None:
+        with self._guard:
+            self._api_calls += n
+
+    @property
+    def has_problems(self) -> bool:
+        return any(self.counts.get(outcome) for outcome in PROBLEM_OUTCOMES)
+
+    def flush(self) -> None:
+        """Write what was buffered to the run row (and the progress sink)."""
+        with self._guard:
+            items, self._items = self._items, []
+            api_calls, self._api_calls = self._api_calls, 0
+            counts, done, total = dict(self.counts), self.done, self.total
+            self._last_flush = time.monotonic()
+        with self.db.session() as session:
+            run = session.get(SyncRun, self.run_id)
+            if run is None:
+                return
+            session.add_all(items)
+            run.counts = counts
+            run.api_calls = (run.api_calls or 0) + api_calls
+            run.progress_done = done
+            run.progress_total = total
+        if self.on_progress is not None:
+            try:
+                self.on_progress(done, total)
+            except Exception:  # progress display must never fail the sync it reports on
+                log.warning("could not publish progress of run %s", self.run_id, exc_info=True)
+
+
+@dataclass
+class FlowContext:
+    """Everything a flow gets: the database, which account and run, its parameters, and the recorder."""
+
+    db: Database
+    run_id: int
+    account_id: int | None
+    organisation_id: int
+    flow: str
+    trigger: str
+    attempt: int
+    params: dict[str, Any]
+    recorder: RunRecorder = field(repr=False)
+
+    def item(self, key: str, outcome: str, message: str = "", field: str | None = None) -> None:
+        """Record one SKU/order outcome: ok | rejected | skipped | failed."""
+        self.recorder.item(key, outcome, message, field)
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        """Report how far the flow is (``total`` may come later, once it is known)."""
+        self.recorder.progress(done, total)
+
+    def add_api_calls(self, n: int = 1) -> None:
+        self.recorder.add_api_calls(n)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(self.recorder.counts)
+
+
+# -- creating runs -----------------------------------------------------------
+
+
+def create_run(
+    db: Database,
+    account_id: int,
+    flow: str,
+    *,
+    trigger: str = "manual",
+    job_id: Callable[[int], str] | None = None,
+) -> int:
+    """Insert the run row, status queued, and return its id; ``job_id`` names the executor's job."""
+    with db.session() as session:
+        account = session.get(ChannelAccount, account_id)
+        if account is None:
+            raise NotFound(f"no channel account {account_id}")
+        run = SyncRun(
+            organisation_id=account.organisation_id,
+            account_id=account.id,
+            flow=flow,
+            trigger=trigger,
+            status=RunStatus.QUEUED,
+            queued_at=utcnow(),
+        )
+        session.add(run)
+        session.flush()
+        if job_id is not None:
+            run.job_id = job_id(run.id)
+        return run.id
+
+
+def fail_run(db: Database, run_id: int, message: str) -> None:
+    """Mark a run failed from outside a job (e.g. it could not be queued at all)."""
+    with db.session() as session:
+        run = session.get(SyncRun, run_id)
+        if run is not None and run.status not in TERMINAL:
+            _set_outcome(session, run_id, RunStatus.FAILED, message)
+
+
+# -- running one ----------------------------------------------------------------
+
+
+class Verdict(str, enum.Enum):
+    DONE = "done"  # finished (ok / partial / failed): nothing more to do
+    RETRY = "retry"  # TransientError with retries left: run again after the backoff
+    DEFER = "defer"  # rate limited or busy: run again after ``delay``, no retry spent
+    SKIP = "skip"  # the run is gone or already finished (a duplicate delivery)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    status: RunStatus | None = None
+    delay: float = 0.0
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class _RunView:
+    """The columns of a run the job needs, read once, so no ORM object outlives its session."""
+
+    id: int
+    organisation_id: int
+    account_id: int | None
+    flow: str
+    trigger: str
+    status: RunStatus
+    attempt: int
+
+
+def execute_run(
+    db: Database,
+    run_id: int,
+    *,
+    locks: LockProvider,
+    retries_left: int,
+    busy_delay: float | None = None,
+    params: Mapping[str, Any] | None = None,
+    on_progress: ProgressSink | None = None,
+) -> Outcome:
+    """Run one attempt of a SyncRun and record the result; the executor acts on the verdict."""
+    busy = defaults.LOCK_BUSY_DELAY if busy_delay is None else busy_delay
+    view = _load(db, run_id)
+    if view is None:
+        log.warning("run %s does not exist; dropping its job", run_id)
+        return Outcome(Verdict.SKIP)
+    if view.status in TERMINAL:
+        # RQ may deliver a job again after a worker crash; a finished run stays finished.
+        log.info("run %s is already %s; not running it again", run_id, view.status.value)
+        return Outcome(Verdict.SKIP, view.status)
+    try:
+        spec = get_flow(view.flow)
+    except NotFound as exc:
+        return _fail(db, view, exc, kind="flow.failed", message=str(exc))
+    lock = locks.lock(view.account_id, view.flow)
+    if not lock.acquire():
+        return _defer(db, view, busy, "waiting: this flow is already running for this account")
+    try:
+        return _run_locked(db, view, spec, retries_left, busy, dict(params or {}), on_progress)
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    db: Database,
+    view: _RunView,
+    spec: FlowSpec,
+    retries_left: int,
+    busy: float,
+    params: dict[str, Any],
+    on_progress: ProgressSink | None,
+) -> Outcome:
+    _start(db, view.id)
+    recorder = RunRecorder(db, view.id, on_progress)
+    ctx = FlowContext(
+        db=db,
+        run_id=view.id,
+        account_id=view.account_id,
+        organisation_id=view.organisation_id,
+        flow=view.flow,
+        trigger=view.trigger,
+        attempt=view.attempt,
+        params=params,
+        recorder=recorder,
+    )
+    try:
+        spec.func(ctx)
+    except BaseException as exc:
+        recorder.flush()  # keep what the attempt did record: it explains the failure
+        return _on_error(db, view, exc, retries_left, busy)
+    recorder.flush()
+    status = RunStatus.PARTIAL if recorder.has_problems else RunStatus.OK
+    _finish(db, view.id, status, error=None)
+    return Outcome(Verdict.DONE, status)
+
+
+def _on_error(db: Database, view: _RunView, exc: BaseException, retries_left: int, busy: float) -> Outcome:
+    if isinstance(exc, TransientError):
+        if retries_left > 0:
+            return _retry(db, view, exc)
+        message = f"gave up after {view.attempt} attempts: {_last_line(exc)}"
+        return _fail(db, view, exc, kind="flow.failed", message=message)
+    if isinstance(exc, RateLimited):
+        return _defer(db, view, max(float(exc.retry_after), 0.0), f"rate limited by the channel: {exc}")
+    if isinstance(exc, LockBusy):
+        return _defer(db, view, busy, f"waiting: {exc}")
+    if isinstance(exc, AuthError):
+        message = f"the channel refused the account's credentials ({exc}); fix them on the account page, then run again"
+        return _fail(db, view, exc, kind="flow.auth_failed", message=message)
+    if not isinstance(exc, Exception):  # worker shutdown, KeyboardInterrupt: record, then let it through
+        _finish(db, view.id, RunStatus.FAILED, error=f"interrupted: {type(exc).__name__}")
+        raise exc
+    return _fail(db, view, exc, kind="flow.failed", message=_last_line(exc))
+
+
+def _load(db: Database, run_id: int) -> _RunView | None:
+    with db.session() as session:
+        run = session.get(SyncRun, run_id)
+        if run is None:
+            return None
+        return _RunView(
+            id=run.id,
+            organisation_id=run.organisation_id,
+            account_id=run.account_id,
+            flow=run.flow,
+            trigger=run.trigger,
+            status=RunStatus(run.status),
+            attempt=run.attempt or 1,
+        )
+
+
+def _start(db: Database, run_id: int) -> None:
+    # Counts and items describe the latest attempt: a retried flow starts over (bindings make that
+    # safe), so the earlier attempt's items would only double-count. API calls accumulate: they were
+    # real calls against the channel's rate budget.
+    with db.session() as session:
+        session.execute(delete(SyncRunItem).where(SyncRunItem.run_id == run_id))
+        run = session.get(SyncRun, run_id)
+        assert run is not None
+        run.status = RunStatus.RUNNING
+        run.started_at = utcnow()
+        run.finished_at = None
+        run.error = None
+        run.counts = {}
+        run.progress_done = 0
+        run.progress_total = None
+
+
+def _finish(db: Database, run_id: int, status: RunStatus, *, error: str | None) -> None:
+    with db.session() as session:
+        _set_outcome(session, run_id, status, error)
+
+
+def _retry(db: Database, view: _RunView, exc: BaseException) -> Outcome:
+    with db.session() as session:
+        run = session.get(SyncRun, view.id)
+        assert run is not None
+        run.status = RunStatus.QUEUED
+        run.attempt = view.attempt + 1
+        run.error = f"attempt {view.attempt} failed, retrying: {_last_line(exc)}"
+    log.info("run %s (%s) attempt %s failed, will retry: %s", view.id, view.flow, view.attempt, exc)
+    return Outcome(Verdict.RETRY, RunStatus.QUEUED, error=exc)
+
+
+def _defer(db: Database, view: _RunView, delay: float, reason: str) -> Outcome:
+    with db.session() as session:
+        run = session.get(SyncRun, view.id)
+        if run is not None:
+            run.status = RunStatus.DEFERRED
+            run.error = f"{reason} (again in {delay:g}s)"
+    return Outcome(Verdict.DEFER, RunStatus.DEFERRED, delay=delay)
+
+
+def _fail(db: Database, view: _RunView, exc: BaseException, *, kind: str, message: str) -> Outcome:
+    log.warning("run %s (%s) failed: %s", view.id, view.flow, message)
+    try:
+        # The outcome and its event commit together, so whoever sees the failed run sees why.
+        with db.session() as session:
+            _set_outcome(session, view.id, RunStatus.FAILED, message)
+            emit(
+                session,
+                organisation_id=view.organisation_id,
+                account_id=view.account_id,
+                run_id=view.id,
+                kind=kind,
+                level="error",
+                message=f"{view.flow} failed: {message}",
+                data={"flow": view.flow, "attempt": view.attempt, "error": type(exc).__name__},
+            )
+    except Exception:
+        # Writing the event failed: the run's outcome must still be recorded.
+        log.exception("could not write the %s event of run %s", kind, view.id)
+        _finish(db, view.id, RunStatus.FAILED, error=message)
+    return Outcome(Verdict.DONE, RunStatus.FAILED, error=exc)
+
+
+def _set_outcome(session: Session, run_id: int, status: RunStatus, error: str | None) -> None:
+    run = session.get(SyncRun, run_id)
+    if run is not None:
+        run.status = status
+        run.error = error
+        run.finished_at = utcnow()
+
+
+def _last_line(exc: BaseException) -> str:
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()
