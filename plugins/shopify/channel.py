@@ -1,0 +1,540 @@
+"""The Shopify channel: catalogue and stock master (SOURCE) and destination of marketplace orders.
+
+Flows, built on :mod:`plugins.shopify.client` (transport, cost pacing, paging, bulk) and
+:mod:`plugins.shopify.mapping` (records):
+
+- ``list_products``: a full import runs one bulk operation over ``productVariants`` (JSONL, no paging);
+  an incremental one pages ``products(query: "updated_at:>'…'")`` with nested variants and stock.
+- ``create_order``: looks the order up by name first (names are not unique on Shopify, so the hub's
+  own marker must match too), then ``orderCreate``; after a timeout it looks again before failing.
+- ``pull_fulfilments`` / ``pull_cancellations``: only orders carrying the hub's marker.
+- ``restock``: ``inventoryAdjustQuantities`` with an ``@idempotent`` key, for returns.
+- ``verify_webhook``: HMAC of the raw body, then a targeted job per topic.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+
+from hub.channel import Channel, ChannelServices, Limits, Role, WebhookAction, WebhookRequest
+from hub.errors import AuthError, ContractError, RejectedItem, TransientError
+from hub.records import Fulfilment, ItemResult, Order, Product, Variant, validate_record
+
+from . import mapping
+from .client import API_VERSION, MAX_INPUT_ITEMS, ShopifyClient, UserErrors, nodes_of
+
+WEBHOOK_TOPICS = ("ORDERS_FULFILLED", "ORDERS_CANCELLED", "FULFILLMENTS_CREATE", "INVENTORY_LEVELS_UPDATE",
+                  "PRODUCTS_UPDATE")
+#: Requested-cost budget per catalogue page; Shopify refuses single queries over 1,000 points.
+PAGE_COST_BUDGET = 900
+VARIANTS_PER_PRODUCT = 10  # typical fashion products fit; bigger ones page their variants separately
+SKUS_PER_LOOKUP = 50  # keeps the search string short; 50 SKUs x up to 5 duplicates fits one page
+ORDERS_PAGE = 7
+FULFILMENTS_PER_ORDER = 5
+LINES_PER_FULFILMENT = 10
+CANCELLATIONS_PAGE = 15
+_QUANTITIES = 'quantities(names: ["available", "on_hand", "committed"]) { name quantity }'
+_PRODUCT_FIELDS = "id title handle status vendor productType tags descriptionHtml updatedAt"
+
+
+class CredentialsSchema(Schema):
+    shop_domain = fields.String(required=True, validate=validate.Regexp(
+        r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$", error="must be the shop's permanent *.myshopify.com domain"))
+    access_token = fields.String(required=True, validate=validate.Length(min=8))
+    client_secret = fields.String(required=True, validate=validate.Length(min=8))
+    previous_client_secret = fields.String(load_default=None, allow_none=True)
+
+
+class MarketplaceAddressSchema(Schema):
+    address1 = fields.String()
+    address2 = fields.String()
+    city = fields.String()
+    provinceCode = fields.String()
+    zip = fields.String()
+    countryCode = fields.String(validate=validate.Regexp(r"^[A-Z]{2}$", error="must be an ISO 3166 two-letter code"))
+
+
+class SettingsSchema(Schema):
+    marketplace_name = fields.String(load_default="The Iconic", validate=validate.Length(min=1, max=100))
+    marketplace_email = fields.Email(load_default=None, allow_none=True)
+    marketplace_phone = fields.String(load_default=None, allow_none=True)
+    marketplace_address = fields.Nested(MarketplaceAddressSchema, load_default=lambda: {"countryCode": "AU"})
+    inventory_behaviour = fields.String(load_default="DECREMENT_OBEYING_POLICY", validate=validate.OneOf(
+        ["BYPASS", "DECREMENT_IGNORING_POLICY", "DECREMENT_OBEYING_POLICY"]))
+    catalogue_mode = fields.String(load_default="auto", validate=validate.OneOf(["auto", "paged", "bulk"]))
+    stock_locations = fields.List(fields.String(), load_default=list)
+    restock_location = fields.String(load_default=None, allow_none=True)
+    bulk_poll_seconds = fields.Float(load_default=2.0, validate=validate.Range(min=0))
+    bulk_timeout_seconds = fields.Float(load_default=3600.0, validate=validate.Range(min=1))
+
+
+class ShopifyChannel(Channel):
+    name = "shopify"
+    title = "Shopify"
+    roles = frozenset({Role.SOURCE, Role.ORDER_DESTINATION})
+    credentials_schema = CredentialsSchema
+    settings_schema = SettingsSchema
+    limits = Limits(max_batch=MAX_INPUT_ITEMS, requests_per_second=10.0, burst=20, page_size=250,
+                    documented="GraphQL Admin API: cost-based leaky bucket reported in extensions.cost "
+                               "(paced by the client); input arrays and pages at most 250 items")
+    secret_fields = ("access_token", "client_secret", "previous_client_secret")
+
+    def __init__(self, services: ChannelServices) -> None:
+        super().__init__(services)
+        self.config = SettingsSchema().load(services.settings or {})
+        self._client: ShopifyClient | None = None
+        self._locations: list[dict[str, Any]] | None = None
+
+    @property
+    def client(self) -> ShopifyClient:
+        if self._client is None:
+            base_url = self.account.base_url or f"https://{self.credentials['shop_domain']}"
+            self._client = ShopifyClient(self.services, base_url=base_url,
+                                         access_token=self.credentials["access_token"], limits=self.limits)
+        return self._client
+
+    # -- every channel -----------------------------------------------------------------------------
+
+    def test_connection(self) -> dict[str, Any]:
+        data = self.client.query(TEST_CONNECTION)
+        shop = data.get("shop") or {}
+        return {"shop": shop.get("name"), "domain": shop.get("myshopifyDomain"), "currency": shop.get("currencyCode"),
+                "api_version": API_VERSION,
+                "locations": [{"id": loc["id"], "name": loc["name"]}
+                              for loc in nodes_of(data.get("locations"), "locations")]}
+
+    def verify_webhook(self, request: WebhookRequest) -> WebhookAction | None:
+        signature = (request.header("X-Shopify-Hmac-Sha256") or "").encode()
+        if not signature:
+            raise AuthError("Shopify webhook without X-Shopify-Hmac-Sha256: refused")
+        secrets = [s for s in (self.credentials.get("client_secret"), self.credentials.get("previous_client_secret")) if s]
+        # Both secrets are checked after a rotation: Shopify signs with the old one for up to an hour.
+        valid = [hmac.compare_digest(_signature(secret, request.body), signature) for secret in secrets]
+        if not any(valid):
+            raise AuthError("Shopify webhook signature does not match the app's client secret: refused")
+        domain = request.header("X-Shopify-Shop-Domain")
+        if domain and domain != self.credentials.get("shop_domain"):
+            self.log.warning("ignoring a webhook for shop %s (this account is %s)", domain, self.credentials.get("shop_domain"))
+            return None
+        try:
+            payload = json.loads(request.body)
+        except ValueError:
+            raise ContractError("Shopify webhook body is not JSON") from None
+        return mapping.webhook_action(request.header("X-Shopify-Topic") or "", payload if isinstance(payload, dict) else {},
+                                      delivery_id=request.header("X-Shopify-Webhook-Id"),
+                                      triggered_at=request.header("X-Shopify-Triggered-At"))
+
+    def register_webhooks(self, callback_url: str) -> list[str]:
+        """Subscribe ``callback_url`` to the topics the hub acts on; returns the topics newly added."""
+        existing = {(s["topic"], s["uri"]) for s in self.client.paginate(WEBHOOKS, {"first": 100},
+                                                                        ("webhookSubscriptions",))}
+        added = []
+        for topic in WEBHOOK_TOPICS:
+            if (topic, callback_url) not in existing:
+                self.client.mutate(WEBHOOK_CREATE, {"topic": topic, "uri": callback_url}, "webhookSubscriptionCreate")
+                added.append(topic)
+        return added
+
+    # -- SOURCE ------------------------------------------------------------------------------------
+
+    def list_products(self, since: datetime | None = None) -> Iterable[Product]:
+        mode = self.config["catalogue_mode"]
+        use_bulk = mode == "bulk" or (mode == "auto" and since is None)
+        products = self._bulk_products(since) if use_bulk else self._paged_products(since)
+        seen: dict[str, str] = {}
+        for product in products:
+            for variant in product.variants:
+                if variant.sku in seen:
+                    self.log.warning("duplicate SKU %s on Shopify variants %s and %s", variant.sku,
+                                     seen[variant.sku], variant.external_id)
+                seen.setdefault(variant.sku, variant.external_id or "")
+            yield product
+
+    def _paged_products(self, since: datetime | None) -> Iterator[Product]:
+        levels = self._level_page_size()
+        variant_cost = 5 + 3 * levels
+        per_product = max(1, min(VARIANTS_PER_PRODUCT, (PAGE_COST_BUDGET - 5) // variant_cost))
+        page = max(1, min(50, (PAGE_COST_BUDGET - 2) // (3 + per_product * variant_cost)))
+        variables = {"first": page, "variants": per_product, "levels": levels, "query": _since_query(since)}
+        for node in self.client.paginate(PRODUCTS_PAGE, variables, ("products",)):
+            variant_nodes = nodes_of(node.get("variants"), "Product.variants")
+            if (node["variants"].get("pageInfo") or {}).get("hasNextPage"):
+                # A product with more variants than fit the page: its own cursor, to the end.
+                more = {"id": node["id"], "first": max(1, min(250, (PAGE_COST_BUDGET - 2) // variant_cost)),
+                        "levels": levels}
+                variant_nodes = list(self.client.paginate(PRODUCT_VARIANTS, more, ("product", "variants")))
+            rows = [(v, self._levels_of(v)) for v in variant_nodes]
+            product = self._product(node, rows)
+            if product is not None:
+                yield product
+
+    def _bulk_products(self, since: datetime | None) -> Iterator[Product]:
+        variants: dict[str, dict[str, Any]] = {}
+        levels: dict[str, list[dict[str, Any]]] = {}
+        for row in self.client.bulk_export(BULK_CATALOGUE, poll_seconds=self.config["bulk_poll_seconds"],
+                                           timeout_seconds=self.config["bulk_timeout_seconds"]):
+            parent = row.get("__parentId")
+            if parent:
+                levels.setdefault(parent, []).append(row)
+            else:
+                variants[row["id"]] = row
+        by_product: dict[str, list[dict[str, Any]]] = {}
+        for variant in variants.values():
+            by_product.setdefault((variant.get("product") or {}).get("id", ""), []).append(variant)
+        for rows in by_product.values():
+            product_node = rows[0].get("product") or {}
+            if since is not None and _parse_time(product_node.get("updatedAt")) <= since:
+                continue  # a bulk export is the whole catalogue; incremental filtering happens here
+            product = self._product(product_node, [(v, levels.get(v["id"], [])) for v in rows])
+            if product is not None:
+                yield product
+
+    def _product(self, node: dict[str, Any], rows: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> Product | None:
+        active = node.get("status") == "ACTIVE"
+        locations = set(self.config["stock_locations"]) or None
+        variants: list[Variant] = []
+        for variant_node, level_nodes in rows:
+            problem = mapping.sku_problem(variant_node.get("sku"))
+            if problem:
+                self.log.warning("skipping Shopify variant %s of %r: it %s", variant_node.get("id"),
+                                 node.get("title"), problem)
+                continue
+            variants.append(mapping.variant_from_remote(variant_node, level_nodes, active=active, locations=locations))
+        if not variants:
+            return None
+        product = mapping.product_from_remote(node, variants)
+        try:
+            validate_record(product)
+        except Exception as error:  # noqa: BLE001 - one bad product is reported, the catalogue flows
+            self.log.warning("skipping Shopify product %s: %s", node.get("id"), error)
+            return None
+        return product
+
+    def _levels_of(self, variant: dict[str, Any]) -> list[dict[str, Any]]:
+        connection = (variant.get("inventoryItem") or {}).get("inventoryLevels")
+        if (connection or {}).get("pageInfo", {}).get("hasNextPage"):
+            raise TransientError("a location was added while the catalogue was read; the import will be retried")
+        return nodes_of(connection, "InventoryItem.inventoryLevels") if connection else []
+
+    def _level_page_size(self) -> int:
+        return max(1, min(50, len(self.locations(include_inactive=True))))
+
+    def locations(self, *, include_inactive: bool = False) -> list[dict[str, Any]]:
+        if self._locations is None:
+            self._locations = list(self.client.paginate(LOCATIONS, {"first": 250}, ("locations",)))
+        return [loc for loc in self._locations if include_inactive or loc.get("isActive")]
+
+    # -- ORDER_DESTINATION -------------------------------------------------------------------------
+
+    def create_order(self, order: Order) -> ItemResult:
+        key = order.order_number
+        existing = self._find_hub_order(order)
+        if existing is not None:
+            return ItemResult.success(key, external_id=existing["id"], message="already in Shopify")
+        try:
+            variant_ids = self._variant_ids([line.sku for line in order.lines])
+            missing = [f"lines.{i}.sku" for i, line in enumerate(order.lines) if line.sku not in variant_ids]
+            if missing:
+                skus = ", ".join(order.lines[int(p.split(".")[1])].sku for p in missing)
+                return ItemResult.rejected(key, f"SKU(s) not found in Shopify: {skus}", field=missing[0])
+            return self._order_create(order, variant_ids)
+        except RejectedItem as error:
+            return ItemResult.rejected(key, str(error), field=error.field)
+
+    def _order_create(self, order: Order, variant_ids: dict[str, str]) -> ItemResult:
+        order_input = mapping.order_create_input(order, variant_ids, self._marketplace())
+        options = {"inventoryBehaviour": self.config["inventory_behaviour"], "sendReceipt": False,
+                   "sendFulfillmentReceipt": False}
+        try:
+            payload = self.client.mutate(ORDER_CREATE, {"order": order_input, "options": options}, "orderCreate")
+        except TransientError:
+            # orderCreate has no idempotency key: it may have been applied. Look before failing.
+            existing = self._find_hub_order(order)
+            if existing is None:
+                raise
+            return ItemResult.success(order.order_number, external_id=existing["id"], message="created (after a timeout)")
+        created = payload.get("order") or {}
+        if not created.get("id"):
+            raise ContractError("orderCreate answered without an order id", detail=payload)
+        return ItemResult.success(order.order_number, external_id=created["id"])
+
+    def _find_hub_order(self, order: Order) -> dict[str, Any] | None:
+        query = f"name:{_quote(order.order_number)} tag:{_quote(mapping.HUB_MARKER)}"
+        nodes = nodes_of(self.client.query(FIND_ORDER, {"query": query}).get("orders"), "orders")
+        return mapping.matching_hub_order(nodes, order)
+
+    def _variant_ids(self, skus: list[str]) -> dict[str, str]:
+        return {sku: node["id"] for sku, node in self._variants_by_sku(skus).items()}
+
+    def _variants_by_sku(self, skus: list[str]) -> dict[str, dict[str, Any]]:
+        """SKU -> variant node for SKUs with exactly one Shopify variant; duplicates are refused."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        wanted = list(dict.fromkeys(skus))
+        for start in range(0, len(wanted), SKUS_PER_LOOKUP):
+            batch = wanted[start:start + SKUS_PER_LOOKUP]
+            query = " OR ".join(f"sku:{_quote(sku)}" for sku in batch)
+            for node in self.client.paginate(VARIANTS_BY_SKU, {"query": query, "first": 250}, ("productVariants",)):
+                if node.get("sku") in batch:  # search is token-based: verify the exact SKU
+                    found.setdefault(node["sku"], []).append(node)
+        duplicated = sorted(sku for sku, nodes in found.items() if len(nodes) > 1)
+        if duplicated:
+            raise RejectedItem(f"SKU(s) on more than one Shopify variant: {', '.join(duplicated)}; "
+                               "make them unique in Shopify", field="lines.sku")
+        return {sku: nodes[0] for sku, nodes in found.items()}
+
+    def _marketplace(self) -> mapping.Marketplace:
+        return mapping.Marketplace(name=self.config["marketplace_name"], email=self.config["marketplace_email"],
+                                   phone=self.config["marketplace_phone"], address=self.config["marketplace_address"])
+
+    def pull_fulfilments(self, since: datetime | None = None) -> Iterable[Fulfilment]:
+        variables = {"first": ORDERS_PAGE, "query": _hub_orders_query(since)}
+        for order in self.client.paginate(HUB_ORDERS, variables, ("orders",)):
+            for fulfillment in self._fulfillments_of(order):
+                lines = self._fulfillment_lines(fulfillment)
+                shipment = mapping.fulfilment_from_remote(order, fulfillment, lines)
+                if shipment is None:
+                    if fulfillment.get("status") == "SUCCESS":
+                        self.log.warning("Shopify fulfilment %s of order %s has no tracking number; not reported",
+                                         fulfillment.get("name"), order.get("name"))
+                    continue
+                yield shipment
+
+    def pull_cancellations(self, since: datetime | None = None) -> Iterable[Order]:
+        """Hub orders cancelled in Shopify since ``since``, so the hub can tell the marketplace."""
+        variables = {"first": CANCELLATIONS_PAGE, "query": _hub_orders_query(since, "status:cancelled")}
+        for node in self.client.paginate(CANCELLED_ORDERS, variables, ("orders",)):
+            yield mapping.cancelled_order_from_remote(node, nodes_of(node.get("lineItems"), "Order.lineItems"))
+
+    def _fulfillments_of(self, order: dict[str, Any]) -> list[dict[str, Any]]:
+        found = order.get("fulfillments") or []
+        if len(found) < FULFILMENTS_PER_ORDER:
+            return found
+        # Order.fulfillments is a plain list without pageInfo: a full list may hide more.
+        data = self.client.query(ORDER_FULFILMENTS, {"id": order["id"]})
+        return (data.get("order") or {}).get("fulfillments") or found
+
+    def _fulfillment_lines(self, fulfillment: dict[str, Any]) -> list[dict[str, Any]]:
+        connection = fulfillment.get("fulfillmentLineItems") or {}
+        if not (connection.get("pageInfo") or {}).get("hasNextPage"):
+            return nodes_of(connection, "Fulfillment.fulfillmentLineItems")
+        return list(self.client.paginate(FULFILMENT_LINES, {"id": fulfillment["id"], "first": 250},
+                                         ("fulfillment", "fulfillmentLineItems")))
+
+    # -- returns: stock back into Shopify ----------------------------------------------------------
+
+    def restock(self, sku: str, quantity: int, location: str | None, idempotency_key: str) -> ItemResult:
+        """Put ``quantity`` returned units of ``sku`` back into ``available`` at ``location``."""
+        return self.restock_lines({sku: quantity}, location, idempotency_key)[0]
+
+    def restock_lines(self, quantities: dict[str, int], location: str | None, idempotency_key: str) -> list[ItemResult]:
+        """One inventoryAdjustQuantities per 250 SKUs, each with its own ``@idempotent`` key."""
+        where = self._location_id(location or self.config["restock_location"])
+        try:
+            variants = self._variant_items(list(quantities))
+        except RejectedItem as error:
+            return [ItemResult.rejected(sku, str(error), field="sku") for sku in quantities]
+        results = [ItemResult.rejected(sku, f"SKU {sku} is not in Shopify", field="sku")
+                   for sku in quantities if sku not in variants]
+        ready = [sku for sku in quantities if sku in variants]
+        for number, start in enumerate(range(0, len(ready), MAX_INPUT_ITEMS)):
+            batch = ready[start:start + MAX_INPUT_ITEMS]
+            results += self._adjust(batch, quantities, variants, where, f"{idempotency_key}-{number}")
+        return results
+
+    def _adjust(self, skus: list[str], quantities: dict[str, int], items: dict[str, str], location_id: str,
+                key: str) -> list[ItemResult]:
+        changes = [{"inventoryItemId": items[sku], "locationId": location_id, "delta": quantities[sku],
+                    "changeFromQuantity": None} for sku in skus]
+        variables = {"key": key, "input": {"name": "available", "reason": "restock",
+                                           "referenceDocumentUri": f"gid://channelhub/Return/{key}", "changes": changes}}
+        try:
+            self.client.mutate(INVENTORY_ADJUST, variables, "inventoryAdjustQuantities", replayable=True)
+        except UserErrors as error:
+            return [ItemResult.rejected(sku, str(error), field=error.field) for sku in skus]
+        return [ItemResult.success(sku, external_id=items[sku]) for sku in skus]
+
+    def _variant_items(self, skus: list[str]) -> dict[str, str]:
+        return {sku: node["inventoryItem"]["id"] for sku, node in self._variants_by_sku(skus).items()}
+
+    def _location_id(self, location: str | None) -> str:
+        active = self.locations()
+        if not active:
+            raise ContractError("the shop has no active location")
+        if not location:
+            return active[0]["id"]
+        match = next((loc["id"] for loc in active if location in (loc["id"], loc["name"])), None)
+        if match is None:
+            names = ", ".join(loc["name"] for loc in active)
+            raise RejectedItem(f"no active Shopify location {location!r} (locations: {names})", field="location")
+        return match
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _signature(secret: str, body: bytes) -> bytes:
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
+
+
+def _quote(value: str) -> str:
+    """A search-syntax value: double-quoted, with quotes and backslashes escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _since_query(since: datetime | None) -> str | None:
+    return f"updated_at:>{_quote(_iso(since))}" if since else None
+
+
+def _hub_orders_query(since: datetime | None, extra: str = "") -> str:
+    parts = [f"tag:{_quote(mapping.HUB_MARKER)}", extra, _since_query(since) or ""]
+    return " ".join(part for part in parts if part)
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text: Any) -> datetime:
+    if not isinstance(text, str):
+        raise ContractError("Shopify Product.updatedAt is missing")
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# -- GraphQL documents (field names as in the 2026-07 Admin API) ------------------------------------
+
+TEST_CONNECTION = """
+query TestConnection {
+  shop { name currencyCode myshopifyDomain }
+  locations(first: 50) { nodes { id name isActive } }
+}"""
+
+LOCATIONS = """
+query Locations($first: Int!, $after: String) {
+  locations(first: $first, after: $after, includeInactive: true) {
+    pageInfo { hasNextPage endCursor }
+    nodes { id name isActive }
+  }
+}"""
+
+_VARIANT = f"""id title sku barcode price compareAtPrice selectedOptions {{ name value }}
+      inventoryItem {{ id inventoryLevels(first: $levels) {{ pageInfo {{ hasNextPage }}
+        nodes {{ location {{ id name }} {_QUANTITIES} }} }} }}"""
+
+PRODUCTS_PAGE = f"""
+query Products($first: Int!, $after: String, $query: String, $variants: Int!, $levels: Int!) {{
+  products(first: $first, after: $after, query: $query, sortKey: UPDATED_AT) {{
+    pageInfo {{ hasNextPage endCursor }}
+    nodes {{ {_PRODUCT_FIELDS}
+      variants(first: $variants) {{ pageInfo {{ hasNextPage endCursor }} nodes {{ {_VARIANT} }} }}
+    }}
+  }}
+}}"""
+
+PRODUCT_VARIANTS = f"""
+query ProductVariants($id: ID!, $first: Int!, $after: String, $levels: Int!) {{
+  product(id: $id) {{
+    variants(first: $first, after: $after) {{ pageInfo {{ hasNextPage endCursor }} nodes {{ {_VARIANT} }} }}
+  }}
+}}"""
+
+# Rooted at productVariants so the connections nest only two deep (variants > inventory levels), as
+# bulk queries require; the product rides along on each variant line.
+BULK_CATALOGUE = f"""
+{{
+  productVariants {{ edges {{ node {{
+    id title sku barcode price compareAtPrice selectedOptions {{ name value }}
+    product {{ {_PRODUCT_FIELDS} }}
+    inventoryItem {{ id inventoryLevels {{ edges {{ node {{ id location {{ id name }} {_QUANTITIES} }} }} }} }}
+  }} }} }}
+}}"""
+
+VARIANTS_BY_SKU = """
+query VariantsBySku($query: String!, $first: Int!, $after: String) {
+  productVariants(first: $first, after: $after, query: $query) {
+    pageInfo { hasNextPage endCursor }
+    nodes { id sku inventoryItem { id } }
+  }
+}"""
+
+FIND_ORDER = """
+query FindOrder($query: String!) {
+  orders(first: 10, query: $query) { nodes { id name tags sourceName sourceIdentifier } }
+}"""
+
+ORDER_CREATE = """
+mutation CreateOrder($order: OrderCreateOrderInput!, $options: OrderCreateOptionsInput) {
+  orderCreate(order: $order, options: $options) {
+    order { id name }
+    userErrors { field message code }
+  }
+}"""
+
+_FULFILMENT = f"""id name status createdAt
+        trackingInfo(first: 3) {{ company number url }}
+        fulfillmentLineItems(first: {LINES_PER_FULFILMENT}) {{ pageInfo {{ hasNextPage }} nodes {{ quantity lineItem {{ sku }} }} }}"""
+
+HUB_ORDERS = f"""
+query HubOrders($first: Int!, $after: String, $query: String) {{
+  orders(first: $first, after: $after, query: $query, sortKey: UPDATED_AT) {{
+    pageInfo {{ hasNextPage endCursor }}
+    nodes {{ id name sourceIdentifier updatedAt
+      fulfillments(first: {FULFILMENTS_PER_ORDER}) {{ {_FULFILMENT} }} }}
+  }}
+}}"""
+
+ORDER_FULFILMENTS = f"""
+query OrderFulfilments($id: ID!) {{
+  order(id: $id) {{ id name fulfillments(first: 30) {{ {_FULFILMENT} }} }}
+}}"""
+
+FULFILMENT_LINES = """
+query FulfilmentLines($id: ID!, $first: Int!, $after: String) {
+  fulfillment(id: $id) {
+    fulfillmentLineItems(first: $first, after: $after) {
+      pageInfo { hasNextPage endCursor } nodes { quantity lineItem { sku } }
+    }
+  }
+}"""
+
+CANCELLED_ORDERS = """
+query CancelledOrders($first: Int!, $after: String, $query: String) {
+  orders(first: $first, after: $after, query: $query, sortKey: UPDATED_AT) {
+    pageInfo { hasNextPage endCursor }
+    nodes { id name sourceIdentifier cancelledAt currencyCode
+      shippingAddress { name company address1 address2 city provinceCode zip countryCodeV2 phone }
+      lineItems(first: 50) { nodes { sku quantity title } } }
+  }
+}"""
+
+INVENTORY_ADJUST = """
+mutation Restock($key: String!, $input: InventoryAdjustQuantitiesInput!) {
+  inventoryAdjustQuantities(input: $input) @idempotent(key: $key) {
+    inventoryAdjustmentGroup { id changes { name delta quantityAfterChange } }
+    userErrors { field message code }
+  }
+}"""
+
+WEBHOOKS = """
+query Webhooks($first: Int!, $after: String) {
+  webhookSubscriptions(first: $first, after: $after) {
+    pageInfo { hasNextPage endCursor } nodes { id topic uri }
+  }
+}"""
+
+WEBHOOK_CREATE = """
+mutation Subscribe($topic: WebhookSubscriptionTopic!, $uri: String!) {
+  webhookSubscriptionCreate(topic: $topic, webhookSubscription: {uri: $uri, format: JSON}) {
+    webhookSubscription { id }
+    userErrors { field message }
+  }
+}"""

@@ -1,0 +1,172 @@
+"""create_order, fulfilments and cancellations back, and restocking returns."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from hub.errors import TransientError
+from plugins.shopify.sandbox import Faults
+
+from .conftest import graphql_calls
+from .test_conformance import marketplace_order
+
+SKU = "STYLE-0001-BLA-S"
+
+
+def level(app: Any, sku: str, location: str = "Sydney Warehouse") -> Any:
+    state = app.state
+    variant = next(v for v in state.variants.values() if v.sku == sku)
+    return state.levels[(variant.item_id, state.location_named(location).id)]
+
+
+def test_the_order_is_named_billed_and_shipped_as_the_hub_promises(sandbox: Any, make_channel: Any) -> None:
+    channel = make_channel(sandbox, {"marketplace_email": "orders@theiconic.example",
+                                     "marketplace_address": {"address1": "Level 18, 338 Pitt St", "city": "Sydney",
+                                                             "provinceCode": "NSW", "zip": "2000", "countryCode": "AU"}})
+    before = level(sandbox, SKU).available + level(sandbox, SKU, "Melbourne Store").available
+    result = channel.create_order(marketplace_order("300000001"))
+    assert result.ok and result.external_id.startswith("gid://shopify/Order/")
+    order = sandbox.state.orders[result.external_id]
+    assert order.name == "300000001" and order.sourceName == "channelhub"
+    assert order.sourceIdentifier == "iconic-300000001"
+    assert "The Iconic" in order.tags and "channelhub" in order.tags
+    assert "The Iconic order 300000001" in order.note
+    assert order.billing["company"] == "The Iconic" and order.billing["city"] == "Sydney"
+    assert order.email == "orders@theiconic.example"
+    assert order.shipping["firstName"] == "Jane" and order.shipping["lastName"] == "Citizen"
+    assert order.financial_status == "PAID"
+    assert order.lines[0].price == Decimal("79.95")  # the marketplace's price, not Shopify's
+    # DECREMENT_OBEYING_POLICY by default: the unit moved from available to committed
+    after = level(sandbox, SKU).available + level(sandbox, SKU, "Melbourne Store").available
+    assert after == before - 1
+    assert level(sandbox, SKU).committed + level(sandbox, SKU, "Melbourne Store").committed == 1
+
+
+def test_inventory_behaviour_follows_the_account_setting(sandbox: Any, make_channel: Any) -> None:
+    before = level(sandbox, SKU).available + level(sandbox, SKU, "Melbourne Store").available
+    assert make_channel(sandbox, {"inventory_behaviour": "BYPASS"}).create_order(marketplace_order()).ok
+    assert level(sandbox, SKU).available + level(sandbox, SKU, "Melbourne Store").available == before
+    assert level(sandbox, SKU).committed == 0
+
+
+def test_a_retry_after_a_timeout_creates_one_order(make_sandbox: Any, make_channel: Any) -> None:
+    app = make_sandbox(timeout_after_order_create=1)  # applied, then the answer is lost
+    channel = make_channel(app)
+    first = channel.create_order(marketplace_order("300000002"))
+    again = channel.create_order(marketplace_order("300000002"))
+    assert first.ok and again.ok and first.external_id == again.external_id
+    assert [o.name for o in app.state.orders.values()] == ["300000002"]
+
+
+def test_a_timeout_before_the_order_exists_is_transient(make_sandbox: Any, make_channel: Any) -> None:
+    app = make_sandbox()
+    channel = make_channel(app)
+    channel.create_order(marketplace_order("300000009"))  # warm up: locations, lookups
+    app.faults.update({"rate_timeout": 1.0})
+    with pytest.raises(TransientError):
+        channel.create_order(marketplace_order("300000003"))
+    app.faults.update({"rate_timeout": 0.0})
+    assert channel.create_order(marketplace_order("300000003")).ok
+    assert sorted(o.name for o in app.state.orders.values()) == ["300000003", "300000009"]
+
+
+def test_an_unknown_sku_is_rejected_naming_the_line(channel: Any, sandbox: Any) -> None:
+    result = channel.create_order(marketplace_order(skus=(SKU, "NO-SUCH-SKU")))
+    assert not result.ok and result.field == "lines.1.sku" and "NO-SUCH-SKU" in result.message
+    assert not sandbox.state.orders
+
+
+def test_user_errors_come_back_as_a_rejection(sandbox: Any, channel: Any, admin: Any) -> None:
+    admin("/_control/stock", {"sku": SKU, "location": "Sydney Warehouse", "available": 0})
+    admin("/_control/stock", {"sku": SKU, "location": "Melbourne Store", "available": 0})
+    result = channel.create_order(marketplace_order())
+    assert not result.ok and "INVENTORY_CLAIM_FAILED" in result.message
+    assert result.field == "order.lineItems.0.quantity"
+
+
+def test_order_lines_look_up_skus_in_one_call(sandbox: Any, channel: Any) -> None:
+    skus = tuple(f"STYLE-{n:04d}-{c}-{s}" for n, c in ((1, "BLA"), (2, "WHI"), (3, "NAV")) for s in ("S", "M", "L"))
+    sandbox.reset_counts()
+    assert channel.create_order(marketplace_order("300000004", skus)).ok
+    assert graphql_calls(sandbox) == 3  # find by name, one SKU search for 9 lines, orderCreate
+
+
+def test_a_fulfilment_with_carrier_and_tracking_reaches_the_hub(sandbox: Any, channel: Any, admin: Any) -> None:
+    created = channel.create_order(marketplace_order("300000005", (SKU, "STYLE-0002-WHI-M")))
+    admin("/_control/fulfil", {"order": "300000005", "company": "Australia Post", "number": "AP123456789",
+                               "url": "https://auspost.com.au/track/AP123456789", "lines": {SKU: 1}})
+    admin("/_control/fulfil", {"order": "300000005", "company": "Yodel", "number": "YD42"})
+    shipments = list(channel.pull_fulfilments(None))
+    assert [(s.carrier, s.tracking_number) for s in shipments] == [("auspost", "AP123456789"), ("Yodel", "YD42")]
+    first, second = shipments
+    assert first.order_number == "300000005" and [(l.sku, l.quantity) for l in first.lines] == [(SKU, 1)]
+    assert first.tracking_url.endswith("AP123456789") and first.external_id.startswith("gid://shopify/Fulfillment/")
+    assert [(l.sku, l.quantity) for l in second.lines] == [("STYLE-0002-WHI-M", 1)]
+    assert created.external_id == sandbox.state.order_named("300000005").id
+
+
+def test_fulfilments_of_orders_placed_in_shopify_are_not_the_hubs(sandbox: Any, channel: Any, admin: Any) -> None:
+    variant_id = next(v.id for v in sandbox.state.variants.values() if v.sku == SKU)
+    admin("mutation($o: OrderCreateOrderInput!) { orderCreate(order: $o) { order { id } userErrors { message } } }",
+          {"o": {"name": "#1001", "lineItems": [{"variantId": variant_id, "quantity": 1}]}})
+    admin("/_control/fulfil", {"order": "#1001", "company": "Australia Post", "number": "AP999"})
+    assert list(channel.pull_fulfilments(None)) == []
+
+
+def test_fulfilments_since_the_cursor_only(sandbox: Any, channel: Any, admin: Any, vtime: Any) -> None:
+    from datetime import datetime, timezone
+
+    channel.create_order(marketplace_order("300000006"))
+    channel.create_order(marketplace_order("300000007"))
+    admin("/_control/fulfil", {"order": "300000006", "company": "StarTrack", "number": "ST1"})
+    vtime.now += 120
+    cursor = datetime.fromtimestamp(vtime.now, tz=timezone.utc)
+    vtime.now += 60
+    admin("/_control/fulfil", {"order": "300000007", "company": "Sendle", "number": "SD1"})
+    assert [(s.order_number, s.carrier) for s in channel.pull_fulfilments(cursor)] == [("300000007", "sendle")]
+
+
+def test_cancellations_are_reported_back(sandbox: Any, channel: Any, admin: Any) -> None:
+    channel.create_order(marketplace_order("300000008"))
+    committed = level(sandbox, SKU).committed + level(sandbox, SKU, "Melbourne Store").committed
+    admin("/_control/cancel", {"order": "300000008"})
+    cancelled = list(channel.pull_cancellations(None))
+    assert [(o.order_number, o.status, o.channel_order_id) for o in cancelled] == \
+        [("300000008", "cancelled", "iconic-300000008")]
+    assert cancelled[0].lines[0].sku == SKU
+    assert level(sandbox, SKU).committed + level(sandbox, SKU, "Melbourne Store").committed == committed - 1
+
+
+def test_restock_is_idempotent_by_key(sandbox: Any, channel: Any) -> None:
+    before = level(sandbox, SKU).available
+    first = channel.restock(SKU, 2, "Sydney Warehouse", "return-77")
+    again = channel.restock(SKU, 2, "Sydney Warehouse", "return-77")
+    assert first.ok and again.ok
+    assert level(sandbox, SKU).available == before + 2
+    assert channel.restock(SKU, 1, "Sydney Warehouse", "return-78").ok
+    assert level(sandbox, SKU).available == before + 3
+
+
+def test_restock_of_many_lines_is_one_mutation(sandbox: Any, channel: Any) -> None:
+    quantities = {f"STYLE-0002-WHI-{s}": 1 for s in ("S", "M", "L")} | {"NOPE": 1}
+    channel.locations()
+    sandbox.reset_counts()
+    results = {r.key: r for r in channel.restock_lines(quantities, None, "return-80")}
+    assert [k for k, r in results.items() if not r.ok] == ["NOPE"]
+    assert graphql_calls(sandbox) == 2  # one SKU search, one inventoryAdjustQuantities
+
+
+def test_restock_to_an_unknown_location_names_the_choices(channel: Any) -> None:
+    from hub.errors import RejectedItem
+
+    with pytest.raises(RejectedItem, match="Sydney Warehouse"):
+        channel.restock(SKU, 1, "Perth", "return-79")
+
+
+def test_faults_on_reads_are_retried(make_sandbox: Any, make_channel: Any) -> None:
+    app = make_sandbox(faults=Faults(rate_5xx=0.3, seed=3))
+    products = list(make_channel(app, {"catalogue_mode": "paged"}).list_products(None))
+    assert len(products) == 12 and app.injected["5xx"] > 0
