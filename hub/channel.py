@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 import marshmallow
 from marshmallow import Schema
 
-from hub.errors import ConfigurationError, ValidationError
-from hub.records import Fulfilment, ItemResult, Listing, Order, Product
+from hub.errors import ConfigurationError, RejectedItem, ValidationError
+from hub.records import Fulfilment, ItemResult, Listing, Order, Product, Return
 
 
 class Role(str, enum.Enum):
@@ -136,6 +136,11 @@ class WebhookAction:
     delivery_id: str | None = None
 
 
+# Hooks a channel may implement; flows check ``implements`` before calling them.
+OPTIONAL_HOOKS: tuple[str, ...] = (
+    "create_orders", "cancel_order", "pull_cancellations", "receive_return", "register_webhooks", "push_stock",
+)
+
 # The hooks each role must implement; checked when a plugin registers its channel.
 ROLE_HOOKS: dict[Role, tuple[str, ...]] = {
     Role.SOURCE: ("list_products",),
@@ -234,6 +239,38 @@ class Channel:
 
     def pull_fulfilments(self, since: datetime | None = None) -> Iterable[Fulfilment]:
         """Yield shipments (carrier, tracking, lines) made since ``since``."""
+        raise NotImplementedError
+
+    # -- optional hooks: the flows use them when a channel has them ------
+
+    def create_orders(self, orders: list[Order]) -> list[ItemResult]:
+        """Create many orders; one ItemResult per order. Override when the API has a batch import."""
+        results = []
+        for order in orders:
+            try:
+                results.append(self.create_order(order))
+            except RejectedItem as error:
+                results.append(ItemResult.rejected(order.order_number, str(error), field=error.field))
+        return results
+
+    def cancel_order(self, order: Order, reason: str = "") -> ItemResult:
+        """Cancel the order here (a marketplace cancels items; a destination deletes or voids it).
+
+        Return a rejected ItemResult saying what the admin must do when it can no longer be
+        cancelled (e.g. already shipped).
+        """
+        raise NotImplementedError
+
+    def pull_cancellations(self, since: datetime | None = None) -> Iterable[Order]:
+        """Yield orders the hub created here that were cancelled here since ``since``."""
+        raise NotImplementedError
+
+    def receive_return(self, ret: Return) -> ItemResult:
+        """A marketplace return arrived: check the items back into stock here, once (idempotent)."""
+        raise NotImplementedError
+
+    def register_webhooks(self, callback_url: str) -> list[str]:
+        """Subscribe ``callback_url`` to the events this channel can push; return the topics."""
         raise NotImplementedError
 
     @classmethod

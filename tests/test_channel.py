@@ -88,3 +88,29 @@ def test_batches_are_ceil_of_count_over_max(count, batch, calls):
     assert len(batches) == calls
     assert sum(len(b) for b in batches) == count
     assert all(len(b) <= batch for b in batches)
+
+
+def test_create_orders_defaults_to_one_create_per_order_and_keeps_going():
+    from hub.errors import RejectedItem
+    from hub.records import Address, Order, OrderLine
+
+    class Destination(Channel):
+        name = "dest"
+        roles = frozenset({Role.ORDER_DESTINATION})
+
+        def create_order(self, order):
+            if order.order_number == "bad":
+                raise RejectedItem("unknown SKU X", key="bad", field="sku")
+            return ItemResult.success(order.order_number, external_id=f"D-{order.order_number}")
+
+        def pull_fulfilments(self, since=None):
+            return []
+
+    address = Address(name="A", line1="1 St", city="Sydney", postcode="2000", country="AU")
+    orders = [Order(channel_order_id=n, order_number=n, lines=[OrderLine("X", 1)], shipping_address=address)
+              for n in ("1", "bad", "2")]
+    services = ChannelServices(account=AccountInfo(id=1, organisation_id=1, name="d"), credentials={}, settings={})
+    results = Destination(services).create_orders(orders)
+    assert [(r.key, r.ok) for r in results] == [("1", True), ("bad", False), ("2", True)]
+    assert results[1].field == "sku"
+    assert not Destination.implements("cancel_order") and Destination.implements("create_orders") is False

@@ -26,7 +26,7 @@ from marshmallow import Schema, fields, validate
 
 from hub.channel import Channel, ChannelServices, Limits, Role, WebhookAction, WebhookRequest
 from hub.errors import AuthError, ContractError, RejectedItem, TransientError
-from hub.records import Fulfilment, ItemResult, Order, Product, Variant, validate_record
+from hub.records import Fulfilment, ItemResult, Order, Product, Return, Variant, validate_record
 
 from . import mapping
 from .client import API_VERSION, MAX_INPUT_ITEMS, ShopifyClient, UserErrors, nodes_of
@@ -329,6 +329,17 @@ class ShopifyChannel(Channel):
                                          ("fulfillment", "fulfillmentLineItems")))
 
     # -- returns: stock back into Shopify ----------------------------------------------------------
+
+    def receive_return(self, ret: Return) -> ItemResult:
+        """The hub's returns hook: the returned units go back to ``available`` once per return."""
+        quantities: dict[str, int] = {}
+        for line in ret.lines:
+            quantities[line.sku] = quantities.get(line.sku, 0) + line.quantity
+        results = self.restock_lines(quantities, None, f"channelhub-return-{ret.external_id}")
+        problems = [result.message for result in results if not result.ok]
+        if problems:
+            return ItemResult.rejected(ret.external_id, "; ".join(problems), field="sku")
+        return ItemResult.success(ret.external_id, message="restocked")
 
     def restock(self, sku: str, quantity: int, location: str | None, idempotency_key: str) -> ItemResult:
         """Put ``quantity`` returned units of ``sku`` back into ``available`` at ``location``."""

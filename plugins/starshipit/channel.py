@@ -176,7 +176,7 @@ class StarshipitChannel(Channel):
             results.update(self._import(batch))
         return [results[order.order_number] for order in orders]
 
-    def cancel_order(self, order: Order) -> ItemResult:
+    def cancel_order(self, order: Order, reason: str = "") -> ItemResult:
         """Delete an order cancelled at the marketplace, unless Starshipit has already shipped it."""
         key = order.order_number
         existing = self.client.get_order(order_number=key)

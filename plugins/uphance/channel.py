@@ -228,6 +228,10 @@ class UphanceChannel(Channel):
             return ItemResult.rejected(ret.external_id, str(error), field=error.field)
         return ItemResult.success(ret.external_id, external_id=str(done["id"]), message="checked back into stock")
 
+    def receive_return(self, ret: Return) -> ItemResult:
+        """The hub's returns hook: Uphance checks returns in per the account's setting."""
+        return self.check_in_return(ret)
+
     # -- helpers -------------------------------------------------------------
 
     def _report(self, problems: Iterable[str]) -> None:

@@ -170,3 +170,16 @@ def test_faults_on_reads_are_retried(make_sandbox: Any, make_channel: Any) -> No
     app = make_sandbox(faults=Faults(rate_5xx=0.3, seed=3))
     products = list(make_channel(app, {"catalogue_mode": "paged"}).list_products(None))
     assert len(products) == 12 and app.injected["5xx"] > 0
+
+
+def test_a_return_restocks_once_through_the_hub_hook(sandbox: Any, make_channel: Any) -> None:
+    from hub.records import FulfilmentLine, Return
+
+    channel = make_channel(sandbox, {"restock_location": "Sydney Warehouse"})
+    before = level(sandbox, SKU).available
+    ret = Return(order_number="ICO-5", external_id="R-5", lines=[FulfilmentLine(SKU, 1), FulfilmentLine(SKU, 1)])
+    assert channel.receive_return(ret).ok
+    assert channel.receive_return(ret).ok  # delivered twice: stock goes back once
+    assert level(sandbox, SKU).available == before + 2
+    unknown = channel.receive_return(Return(order_number="ICO-6", external_id="R-6", lines=[FulfilmentLine("NOPE", 1)]))
+    assert not unknown.ok and "NOPE" in unknown.message

@@ -135,7 +135,7 @@ def test_a_return_is_checked_in_once_even_when_delivered_twice(make_channel, san
     sku_m, sku_l = (sandbox.state.main.sku_by_number(n) for n in ("HL1002-SAG-M", "HL1002-SAG-L"))
     before = (sku_m["in_stock"], sku_l["in_stock"])
     first = make_channel(auto_check_in_returns=True).check_in_return(a_return())
-    second = make_channel(auto_check_in_returns=True).check_in_return(a_return())
+    second = make_channel(auto_check_in_returns=True).receive_return(a_return())  # the hub's returns hook
     assert first.ok and second.ok and first.external_id == second.external_id
     assert (sku_m["in_stock"], sku_l["in_stock"]) == (before[0] + 1, before[1] + 2)
     assert post_calls(sandbox, "/stock_operations") == 2 and len(sandbox.state.main.stock_operations) == 1
