@@ -90,6 +90,23 @@ def current() -> None:
 
 
 @cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def web(host: str, port: int) -> None:
+    """Serve the admin UI, the REST API and the webhook endpoint."""
+    from web import serve
+
+    hub = _hub()
+    if not hub.config.fleet:
+        hub.runtime.start()  # embedded: this process also runs the jobs and the schedules
+    click.echo(f"channelhub web on http://{host}:{port}/ (Ctrl-C stops)")
+    try:
+        serve(hub, host=host, port=port)
+    finally:
+        hub.close()
+
+
+@cli.command()
 @click.option("--lane", "lanes", multiple=True, help="Only these lanes (orders, stock, catalog, reconcile).")
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
 def worker(lanes: tuple[str, ...], burst: bool) -> None:

@@ -1,0 +1,81 @@
+"""``/webhooks/<account_id>/<secret>``: inbound channel webhooks.
+
+The raw request goes to the account's channel (``verify_webhook``), which authenticates it (a
+signature over the raw body, or the secret in the URL) and names a targeted flow. The hub answers at
+once (202) and queues that flow; the work happens in a job, so a slow channel never makes the
+sender time out and retry. A delivery id seen before is answered 200 and dropped: the database
+(a ``webhook_delivery`` binding, unique per account) decides, so two web processes agree.
+A refused signature gets 401 and a ``webhook.rejected`` event the admin sees in the audit log.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, jsonify, request
+from sqlalchemy.exc import IntegrityError
+
+from hub import bindings
+from hub.channel import WebhookRequest
+from hub.errors import AuthError, ChannelhubError
+from hub.events import emit
+from hub.models import ChannelAccount, utcnow
+from web import services
+from web.access import PUBLIC, allow, db
+
+log = logging.getLogger("channelhub.web.webhooks")
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+
+DELIVERY = "webhook_delivery"
+
+
+@bp.route("/<int:account_id>/<secret>", methods=["POST"])
+@allow(PUBLIC)  # the channel authenticates the request itself
+def receive(account_id: int, secret: str):  # type: ignore[no-untyped-def]
+    session = db()
+    account = session.get(ChannelAccount, account_id)
+    if account is None or services.channel_class(account.plugin) is None:
+        return jsonify(error="unknown account"), 404
+    webhook = WebhookRequest(headers=dict(request.headers), body=request.get_data(cache=True),
+                             query=request.args.to_dict(), url_secret=secret)
+    try:
+        action = services.connector().open(account).verify_webhook(webhook)
+    except AuthError as error:
+        _rejected(account, str(error))
+        return jsonify(error="webhook not authenticated"), 401
+    except NotImplementedError:
+        return jsonify(error="this channel does not accept webhooks"), 404
+    except ChannelhubError as error:
+        return jsonify(error=f"webhook not understood: {error}"), 400
+    if action is None:
+        return jsonify(status="ignored"), 200
+    if action.delivery_id and not _first_delivery(account, action.delivery_id):
+        return jsonify(status="duplicate", delivery_id=action.delivery_id), 200
+    session.commit()
+    run_id = services.enqueue(account.id, action.flow, trigger="webhook", params=action.params)
+    return jsonify(status="queued", run_id=run_id), 202
+
+
+def _first_delivery(account: ChannelAccount, delivery_id: str) -> bool:
+    """Record the delivery; False when it was recorded before (by this or another process)."""
+    session = db()
+    if bindings.by_external(session, account.id, DELIVERY, delivery_id) is not None:
+        return False
+    binding = bindings.bind(session, account.id, DELIVERY, internal_id=delivery_id, external_id=delivery_id,
+                            sent_at=utcnow())
+    try:
+        session.commit()
+    except IntegrityError:  # another process committed the same delivery between our check and commit
+        session.rollback()
+        return False
+    return binding.internal_id == delivery_id
+
+
+def _rejected(account: ChannelAccount, reason: str) -> None:
+    session = db()
+    session.rollback()
+    emit(session, organisation_id=account.organisation_id, account_id=account.id, kind="webhook.rejected",
+         level="warning", actor="webhook", message=f"{account.name}: webhook refused ({reason})",
+         data={"remote_addr": request.remote_addr, "reason": reason})
+    session.commit()
