@@ -80,7 +80,7 @@ class EmbeddedRuntime:
         delay: float = 0,
     ) -> int:
         lane_for(flow)  # refuse an unknown flow before writing a run for it
-        run_id = create_run(self.db, account_id, flow, trigger=trigger)
+        run_id = create_run(self.db, account_id, flow, trigger=trigger, params=params)
         self._push(_Task(0.0, 0, run_id, dict(params or {})), delay)
         return run_id
 

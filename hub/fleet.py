@@ -102,7 +102,8 @@ class FleetRuntime:
         delay: float = 0,
     ) -> int:
         lane = lane_for(flow)  # refuse an unknown flow before writing a run for it
-        run_id = create_run(self.db, account_id, flow, trigger=trigger, job_id=lambda rid: job_id_for(rid, self.prefix))
+        run_id = create_run(self.db, account_id, flow, trigger=trigger, params=params,
+                            job_id=lambda rid: job_id_for(rid, self.prefix))
         try:
             self._submit(run_id, lane, flow, dict(params or {}), delay)
         except Exception as exc:

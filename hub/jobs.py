@@ -277,6 +277,7 @@ def create_run(
     *,
     trigger: str = "manual",
     job_id: Callable[[int], str] | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> int:
     """Insert the run row, status queued, and return its id; ``job_id`` names the executor's job."""
     with db.session() as session:
@@ -290,6 +291,7 @@ def create_run(
             trigger=trigger,
             status=RunStatus.QUEUED,
             queued_at=utcnow(),
+            params=dict(params or {}),
         )
         session.add(run)
         session.flush()
@@ -335,6 +337,7 @@ class _RunView:
     trigger: str
     status: RunStatus
     attempt: int
+    params: dict[str, Any]
 
 
 def execute_run(
@@ -365,7 +368,8 @@ def execute_run(
     if not lock.acquire():
         return _defer(db, view, busy, "waiting: this flow is already running for this account")
     try:
-        return _run_locked(db, view, spec, retries_left, busy, dict(params or {}), on_progress)
+        chosen = dict(params) if params is not None else dict(view.params)
+        return _run_locked(db, view, spec, retries_left, busy, chosen, on_progress)
     finally:
         lock.release()
 
@@ -435,6 +439,7 @@ def _load(db: Database, run_id: int) -> _RunView | None:
             trigger=run.trigger,
             status=RunStatus(run.status),
             attempt=run.attempt or 1,
+            params=dict(run.params or {}),
         )
 
 

@@ -449,6 +449,9 @@ class SyncRun(Base):
     status: Mapped[RunStatus] = mapped_column(_enum(RunStatus), default=RunStatus.QUEUED, index=True)
     job_id: Mapped[str | None] = mapped_column(String(64), index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
+    # What the run was asked to do (e.g. {"skus": [...]}); small and never secret, so a retry or a
+    # restart of the embedded runtime repeats exactly the same work.
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # ok / rejected / skipped / failed
     api_calls: Mapped[int] = mapped_column(Integer, default=0)
     progress_done: Mapped[int] = mapped_column(Integer, default=0)

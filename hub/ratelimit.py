@@ -144,7 +144,10 @@ class TokenBucket:
             return self._paused_until - now
         self._refill(now)
         deficit = tokens - self._tokens
-        return 0.0 if deficit <= _EPSILON else deficit / self._rate
+        # A clock reading epoch-sized seconds cannot move by less than one ulp, so a smaller deficit
+        # would never refill however often we slept: treat it as no deficit at all.
+        slack = max(_EPSILON, 4 * math.ulp(now) * self._rate)
+        return 0.0 if deficit <= slack else deficit / self._rate
 
     def _refill(self, now: float) -> None:
         # `_updated` may lie in the future during a pause; no tokens accrue until it is reached.

@@ -219,3 +219,18 @@ def test_registry_creates_one_bucket_when_threads_race() -> None:
 
 def test_default_registry_is_process_wide() -> None:
     assert default_registry() is default_registry()
+
+
+def test_a_clock_reading_epoch_seconds_never_spins_forever():
+    # time.time()-sized readings have a coarse ulp; a deficit smaller than it can never refill.
+    now = [1.7e9]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    bucket = TokenBucket(rate=2.0, capacity=1.0, clock=lambda: now[0], sleep=sleep)
+    for _ in range(50):
+        bucket.acquire()
+    assert len(sleeps) < 100 and 20 <= sum(sleeps) <= 30

@@ -1,0 +1,416 @@
+"""IconicChannel flows against the sandbox: listings, stock, orders, fulfilment, cancellation, webhooks."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from hub.channel import WebhookRequest
+from hub.errors import AuthError, TransientError
+from hub.records import Fulfilment, FulfilmentLine, Listing, validate_record
+from tests.plugins.iconic.conftest import WEBHOOK_SECRET, calls, dress, place_order
+
+
+def product(sandbox: Any, sku: str) -> dict[str, Any]:
+    return next(p for p in sandbox.state.products.values() if p["sellerSku"] == sku)
+
+
+def status_calls(sandbox: Any) -> int:
+    return sum(n for (_, path), n in sandbox.calls.items() if path.startswith("/v2/orders/statuses/"))
+
+
+def items_of_order(sandbox: Any, order_id: int) -> list[dict[str, Any]]:
+    return sandbox.state.order_items(order_id)
+
+
+# -- listings -----------------------------------------------------------------------------------
+
+
+def test_new_parents_become_product_sets_with_their_sizes_as_products(channel, sandbox):
+    listings = [dress(f"D1-{size}", size=size, quantity=3) for size in ("8", "10", "12")]
+    listings += [dress("T1-S", "TEE-1", size="S", category="Men > T-Shirts", gender="Men")]
+    results = channel.push_listings(listings)
+    assert [r.key for r in results] == [l.sku for l in listings]
+    assert all(r.ok and r.message == "pending approval" for r in results)
+    assert len(sandbox.state.product_sets) == 2
+    dress_set = next(s for s in sandbox.state.product_sets.values() if s["parentSku"] == "DRESS-1")
+    assert dress_set["attributes"][1] == 100  # Gender "Women" sent as its option id
+    assert {product(sandbox, l.sku)["productSetId"] for l in listings[:3]} == {dress_set["id"]}
+    assert product(sandbox, "D1-10")["quantity"] == 3 and product(sandbox, "D1-10")["price"] == 129.95
+    assert results[1].external_id == str(product(sandbox, "D1-10")["id"])
+    assert calls(sandbox, "POST", "/v2/product-set") == 2
+
+
+def test_a_listing_missing_gender_is_reported_and_the_others_are_created(channel, sandbox):
+    listings = [dress("OK-1", "P-OK"), dress("NO-GENDER", "P-BAD", gender=""), dress("OK-2", "P-OK2", size="10")]
+    results = {r.key: r for r in channel.push_listings(listings)}
+    assert not results["NO-GENDER"].ok and results["NO-GENDER"].field == "gender"
+    assert "Gender is missing" in results["NO-GENDER"].message and "Dresses" in results["NO-GENDER"].message
+    assert results["OK-1"].ok and results["OK-2"].ok
+    assert {p["sellerSku"] for p in sandbox.state.products.values()} == {"OK-1", "OK-2"}
+
+
+@pytest.mark.parametrize("changes,field,text", [
+    ({"brand": "Nobody"}, "brand", "not one of this seller's brands"),
+    ({"category": "Women > Swimwear"}, "category", "not a leaf category"),
+    ({"gender": "Woman"}, "gender", "use one of: Women, Men"),
+    ({"colour": ""}, "colour", "Colour is missing"),
+    ({"price": Decimal("0")}, "price", "above 0"),
+    ({"sale_price": Decimal("200")}, "sale_price", "below the price"),
+])
+def test_listings_the_iconic_cannot_take_are_rejected_before_sending(channel, sandbox, changes, field, text):
+    [result] = channel.push_listings([dress("X-1", **changes)])
+    assert not result.ok and result.field == field and text in result.message
+    assert calls(sandbox, "POST") == 0
+
+
+def test_brands_are_found_among_thousands(channel, sandbox):
+    sandbox.state.brands.extend({"id": 5000 + n, "name": f"Acme Kids {n}"} for n in range(150))
+    [result] = channel.push_listings([dress("D-1")])
+    assert result.ok
+    acme = next(b["id"] for b in sandbox.state.brands if b["name"] == "Acme")
+    assert next(iter(sandbox.state.product_sets.values()))["brandId"] == acme
+    assert calls(sandbox, "GET", "/v2/brands") == 2  # "Acme" matches 151 brands: two pages, read to the end
+
+
+def test_a_new_size_joins_the_existing_product_set(channel, sandbox):
+    channel.push_listings([dress("D-8")])
+    channel.push_listings([dress("D-10", size="10")])
+    assert len(sandbox.state.product_sets) == 1
+    assert product(sandbox, "D-10")["productSetId"] == product(sandbox, "D-8")["productSetId"]
+
+
+def test_pending_products_become_approved_and_list_listings_says_so(make_channel, sandbox, control):
+    channel = make_channel()
+    channel.push_listings([dress("D-8"), dress("D-10", size="10")])
+    assert {l.attributes["approval_status"] for l in channel.list_listings()} == {"pending"}
+    control.post("/_control/approve", json={"sellerSkus": ["D-8"]})
+    states = {l.sku: l.attributes for l in make_channel().list_listings()}
+    assert states["D-8"]["approval_status"] == "approved" and states["D-8"]["shop_sku"]
+    assert states["D-10"]["approval_status"] == "pending"
+    [again] = make_channel().push_listings([dress("D-8")])
+    assert again.ok and again.message == ""
+
+
+def test_approval_after_a_configured_delay(channel, sandbox, fake):
+    sandbox.state.settings.approval_delay = 600
+    channel.push_listings([dress("D-8")])
+    fake.advance(601)
+    assert [l.attributes["approval_status"] for l in channel.list_listings()] == ["approved"]
+
+
+def test_a_price_update_sends_every_price_field_so_a_sale_survives(channel, sandbox):
+    channel.push_listings([dress("D-8")])
+    product(sandbox, "D-8").update(salePrice=99.0, saleStartDate="2025-06-01", saleEndDate="2025-06-30")
+    [result] = channel.push_listings([dress("D-8", price="139.95")])
+    assert result.ok
+    row = product(sandbox, "D-8")
+    assert (row["price"], row["salePrice"], row["saleStartDate"], row["saleEndDate"]) == \
+        (139.95, 99.0, "2025-06-01", "2025-06-30")
+
+
+def test_the_hubs_sale_price_replaces_the_marketplace_one(make_channel, sandbox):
+    make_channel().push_listings([dress("D-8")])
+    product(sandbox, "D-8").update(salePrice=99.0)
+    make_channel().push_listings([dress("D-8", sale_price=Decimal("89.95"))])
+    assert product(sandbox, "D-8")["salePrice"] == 89.95
+    make_channel(settings={"keep_marketplace_sales": False}).push_listings([dress("D-8")])
+    assert product(sandbox, "D-8")["salePrice"] is None
+
+
+def test_delisting_sets_the_product_inactive_and_relisting_active(channel, sandbox):
+    channel.push_listings([dress("D-8")])
+    [result] = channel.push_listings([dress("D-8", active=False)])
+    assert result.ok and product(sandbox, "D-8")["status"] == "inactive"
+    channel.push_listings([dress("D-8")])
+    assert product(sandbox, "D-8")["status"] == "active"
+
+
+def test_duplicate_skus_in_one_push_get_one_answer_each(channel):
+    results = channel.push_listings([dress("D-8"), dress("D-8")])
+    assert [r.key for r in results] == ["D-8", "D-8"] and all(r.ok for r in results)
+
+
+# -- stock --------------------------------------------------------------------------------------
+
+
+def _many_listed(channel: Any, count: int) -> list[Listing]:
+    listings = [dress(f"S-{n:03d}", f"P-{n // 10:02d}", size=str(n % 10)) for n in range(count)]
+    results = channel.push_listings(listings)
+    assert all(r.ok for r in results)
+    for listing, result in zip(listings, results, strict=True):
+        listing.external_id = result.external_id
+    return listings
+
+
+def test_250_stock_changes_take_exactly_3_stock_calls(channel, sandbox):
+    listings = _many_listed(channel, 250)
+    sandbox.reset_counts()
+    for listing in listings:
+        listing.quantity = 7
+    results = channel.push_stock(listings)
+    assert all(r.ok for r in results) and len(results) == 250
+    assert calls(sandbox, "PUT", "/v2/stock/product") == 3
+    # ... plus one read of the reservations per reserving status (pending, ready_to_ship).
+    assert calls(sandbox) == 3 + 2
+    assert {p["quantity"] for p in sandbox.state.products.values()} == {7}
+
+
+def test_stock_without_known_ids_is_looked_up_100_skus_at_a_time(channel, sandbox):
+    listings = _many_listed(channel, 150)
+    sandbox.reset_counts()
+    for listing in listings:
+        listing.external_id = None
+    channel.push_stock(listings)
+    assert calls(sandbox, "GET", "/v2/product/seller-skus") == 2
+    assert calls(sandbox, "PUT", "/v2/stock/product") == 2
+
+
+def test_reserved_units_are_added_back_so_available_is_the_hubs_quantity(channel, sandbox, control):
+    [listing] = _many_listed(channel, 1)
+    listing.quantity = 5
+    channel.push_stock([listing])
+    order = place_order(control, (listing.sku, 2))  # The Iconic now reserves 2
+    listing.quantity = 3  # the hub holds the 2 ordered units back too
+    channel.push_stock([listing])
+    stock = sandbox.state.stock_read(product(sandbox, listing.sku))
+    assert (stock["quantity"], stock["reservedStock"], stock["available"]) == (5, 2, 3)
+    assert order["itemCount"] == 2
+
+
+def test_rejected_stock_rows_are_reported_per_sku(channel, sandbox):
+    listings = _many_listed(channel, 3)
+    product(sandbox, listings[1].sku)["fulfilledByVenture"] = True
+    results = {r.key: r for r in channel.push_stock(listings)}
+    assert results[listings[0].sku].ok and results[listings[2].sku].ok
+    assert not results[listings[1].sku].ok and results[listings[1].sku].field == "quantity"
+    assert "venture" in results[listings[1].sku].message
+
+
+def test_stock_for_an_unlisted_sku_is_rejected(channel):
+    [result] = channel.push_stock([dress("NEVER-LISTED")])
+    assert not result.ok and "not listed" in result.message
+
+
+# -- orders -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def listed(channel: Any) -> list[Listing]:
+    return _many_listed(channel, 3)
+
+
+def test_a_two_unit_order_becomes_one_line_of_two(channel, control, listed):
+    placed = place_order(control, (listed[0].sku, 2), (listed[1].sku, 1))
+    [order] = list(channel.pull_orders(None))
+    validate_record(order)
+    assert order.order_number == placed["number"] and order.channel_order_id == str(placed["id"])
+    lines = {line.sku: line for line in order.lines}
+    assert lines[listed[0].sku].quantity == 2 and len(lines[listed[0].sku].channel_line_ids) == 2
+    assert lines[listed[1].sku].quantity == 1
+    assert sorted(i for line in order.lines for i in line.channel_line_ids) == sorted(map(str, placed["orderItemIds"]))
+    assert order.status == "new" and order.shipping_address.country == "AU" and order.total == Decimal("389.85")
+
+
+def test_both_item_ids_are_written_back_with_id_keys(channel, sandbox, control, listed):
+    placed = place_order(control, (listed[0].sku, 2))
+    [order] = list(channel.pull_orders(None))
+    fulfilment = Fulfilment(order_number=order.order_number, carrier="Australia Post", tracking_number="AP123",
+                            lines=[FulfilmentLine(sku=line.sku, quantity=line.quantity,
+                                                  channel_line_ids=line.channel_line_ids) for line in order.lines])
+    result = channel.send_fulfilment(order, fulfilment)
+    assert result.ok, result.message
+    items = items_of_order(sandbox, placed["id"])
+    # Had the body used any key but "id", The Iconic would have changed nothing and said so quietly.
+    assert [i["status"] for i in items] == ["shipped", "shipped"]
+    assert {i["shipment"]["trackingCode"] for i in items} == {"AP123"}
+    assert {i["shipment"]["provider"]["name"] for i in items} == {"Australia Post"}
+    assert calls(sandbox, "POST", "/v2/orders/statuses/set-to-ready-to-ship") == 1
+    assert calls(sandbox, "POST", "/v2/orders/statuses/set-to-shipped") == 1
+
+
+def test_sending_the_same_fulfilment_again_changes_nothing(channel, sandbox, control, listed):
+    place_order(control, (listed[0].sku, 2))
+    [order] = list(channel.pull_orders(None))
+    fulfilment = Fulfilment(order_number=order.order_number, carrier="australia post", tracking_number="AP9")
+    assert channel.send_fulfilment(order, fulfilment).ok
+    again = channel.send_fulfilment(order, fulfilment)
+    assert again.ok and again.message == "already written back"
+    assert calls(sandbox, "POST", "/v2/orders/statuses/set-to-ready-to-ship") == 1
+
+
+def test_lines_without_item_ids_pick_units_of_the_sku(channel, sandbox, control, listed):
+    placed = place_order(control, (listed[0].sku, 2), (listed[1].sku, 1))
+    [order] = list(channel.pull_orders(None))
+    first = Fulfilment(order_number=order.order_number, carrier="StarTrack", tracking_number="ST1",
+                       lines=[FulfilmentLine(sku=listed[0].sku, quantity=1)])
+    second = Fulfilment(order_number=order.order_number, carrier="StarTrack", tracking_number="ST2",
+                        lines=[FulfilmentLine(sku=listed[0].sku, quantity=1), FulfilmentLine(sku=listed[1].sku, quantity=1)])
+    assert channel.send_fulfilment(order, first).ok and channel.send_fulfilment(order, second).ok
+    tracking = sorted(i["shipment"]["trackingCode"] for i in items_of_order(sandbox, placed["id"]))
+    assert tracking == ["ST1", "ST2", "ST2"]
+
+
+def test_cross_docked_items_stop_at_ready_to_ship(make_channel, sandbox, control, listed):
+    channel = make_channel(settings={"delivery_type": "send_to_warehouse"})
+    placed = place_order(control, (listed[0].sku, 1))
+    [order] = list(channel.pull_orders(None))
+    assert channel.send_fulfilment(order, Fulfilment(order.order_number, "Aramex", "AR1")).ok
+    assert [i["status"] for i in items_of_order(sandbox, placed["id"])] == ["ready_to_ship"]
+    assert calls(sandbox, "POST", "/v2/orders/statuses/set-to-shipped") == 0
+
+
+def test_an_unknown_provider_is_a_clear_error(channel, sandbox, control, listed):
+    place_order(control, (listed[0].sku, 1))
+    [order] = list(channel.pull_orders(None))
+    result = channel.send_fulfilment(order, Fulfilment(order.order_number, "Pigeon Post", "PP1"))
+    assert not result.ok and result.field == "carrier"
+    assert "Pigeon Post" in result.message and "carrier map" in result.message and "Australia Post" in result.message
+    assert status_calls(sandbox) == 0
+
+
+def test_a_used_tracking_number_is_rejected_for_another_order(channel, control, listed):
+    place_order(control, (listed[0].sku, 1))
+    place_order(control, (listed[1].sku, 1))
+    first, second = list(channel.pull_orders(None))
+    assert channel.send_fulfilment(first, Fulfilment(first.order_number, "Aramex", "SAME")).ok
+    result = channel.send_fulfilment(second, Fulfilment(second.order_number, "Aramex", "SAME"))
+    assert not result.ok and result.field == "trackingNumber" and "already used" in result.message
+
+
+def test_item_ids_of_another_order_are_refused_before_sending(channel, sandbox, control, listed):
+    place_order(control, (listed[0].sku, 1))
+    other = place_order(control, (listed[1].sku, 1))
+    first = next(o for o in channel.pull_orders(None) if o.channel_order_id != str(other["id"]))
+    foreign = Fulfilment(first.order_number, "Aramex", "X1",
+                         lines=[FulfilmentLine(listed[1].sku, 1, [str(other["orderItemIds"][0])])])
+    result = channel.send_fulfilment(first, foreign)
+    assert not result.ok and "not part of order" in result.message
+    assert status_calls(sandbox) == 0
+
+
+def test_cancel_with_a_failure_reason(channel, sandbox, control, listed):
+    placed = place_order(control, (listed[0].sku, 2))
+    [order] = list(channel.pull_orders(None))
+    refused = channel.cancel_order(order, "Bored")
+    assert not refused.ok and refused.field == "reason" and "Out of stock" in refused.message
+    assert channel.cancel_order(order, "out of stock").ok
+    assert {i["status"] for i in items_of_order(sandbox, placed["id"])} == {"canceled"}
+    assert channel.cancel_order(order, "Out of stock").message == "already cancelled"
+    [pulled] = list(channel.pull_orders(None))
+    assert pulled.status == "cancelled" and pulled.lines[0].status == "cancelled"
+
+
+def test_cancellations_and_returns_update_the_canonical_order(channel, control, listed):
+    placed = place_order(control, (listed[0].sku, 2), (listed[1].sku, 1))
+    cancel_one = [placed["orderItemIds"][0]]
+    control.post(f"/_control/orders/{placed['id']}/cancel", json={"orderItemIds": cancel_one})
+    [order] = list(channel.pull_orders(None))
+    statuses = sorted((line.sku, line.status, line.quantity) for line in order.lines)
+    assert statuses == [(listed[0].sku, "cancelled", 1), (listed[0].sku, "open", 1), (listed[1].sku, "open", 1)]
+    assert order.status == "new"
+    assert channel.send_fulfilment(order, Fulfilment(order.order_number, "Aramex", "AR7")).ok
+    control.post(f"/_control/orders/{placed['id']}/return")
+    [returned] = list(channel.pull_orders(None))
+    assert returned.status == "returned"
+    assert {line.status for line in returned.lines} == {"cancelled", "returned"}
+
+
+def test_pull_orders_since_a_cursor_uses_the_overlap_window(channel, sandbox, control, listed, fake):
+    old = place_order(control, (listed[0].sku, 1))
+    fake.advance(3600)
+    cursor = datetime.fromtimestamp(fake.now, tz=timezone.utc)
+    fake.advance(60)
+    new = place_order(control, (listed[1].sku, 1))
+    assert [o.channel_order_id for o in channel.pull_orders(cursor)] == [str(new["id"])]
+    early = cursor - timedelta(minutes=70)
+    assert {o.channel_order_id for o in channel.pull_orders(early)} == {str(old["id"]), str(new["id"])}
+    near = datetime.fromtimestamp(fake.now - 3600 + 5 * 60, tz=timezone.utc)  # 5 min after the old order
+    assert {o.channel_order_id for o in channel.pull_orders(near)} == {str(old["id"]), str(new["id"])}
+
+
+def test_orders_and_items_are_paged_and_deduplicated(channel, sandbox, control, listed):
+    for listing in listed:
+        product(sandbox, listing.sku)["quantity"] = 500
+    for _ in range(120):
+        place_order(control, (listed[0].sku, 1))
+    orders = list(channel.pull_orders(None))
+    assert len(orders) == len({o.channel_order_id for o in orders}) == 120
+    assert calls(sandbox, "GET", "/v2/orders") == 2
+    assert calls(sandbox, "GET", "/v2/order-items") == 3  # 50 order ids per lookup
+
+
+def test_embedded_items_need_no_second_call(channel, sandbox, control, listed):
+    sandbox.state.settings.embed_order_items = True
+    place_order(control, (listed[0].sku, 2))
+    [order] = list(channel.pull_orders(None))
+    assert order.lines[0].quantity == 2
+    assert calls(sandbox, "GET", "/v2/order-items") == 0
+
+
+# -- enumeration, connection, webhooks ----------------------------------------------------------
+
+
+def test_list_listings_is_complete_and_in_the_hubs_terms(channel, sandbox, control):
+    listings = _many_listed(channel, 230)
+    place_order(control, (listings[0].sku, 2))
+    shown = {l.sku: l for l in channel.list_listings()}
+    assert set(shown) == {l.sku for l in listings}
+    first = shown[listings[0].sku]
+    assert first.quantity == 3 and first.attributes["reserved"] == 2  # available, as the hub counts it
+    assert first.brand == "Acme" and first.category == "Dresses" and first.price == Decimal("129.95")
+
+
+def test_list_listings_raises_when_a_page_fails(channel, sandbox):
+    _many_listed(channel, 120)
+    sandbox.faults.update({"rate_5xx": 1.0})
+    with pytest.raises(TransientError):
+        list(channel.list_listings())
+
+
+def test_test_connection_lists_what_the_account_can_use(channel):
+    seen = channel.test_connection()
+    assert seen["brands"] == 1200 and "Acme" not in seen["brand_sample"]
+    assert "Australia Post" in seen["shipment_providers"]
+    assert {"type": "canceled", "name": "Out of stock"} in seen["failure_reasons"]
+
+
+def _hook(event: str, payload: dict[str, Any], secret: str | None = WEBHOOK_SECRET) -> WebhookRequest:
+    return WebhookRequest(headers={"Content-Type": "application/json"},
+                          body=json.dumps({"event": event, "payload": payload}).encode(), url_secret=secret)
+
+
+def test_order_webhooks_ask_for_a_targeted_pull(channel, control, listed):
+    placed = place_order(control, (listed[0].sku, 1))
+    created = channel.verify_webhook(_hook("onOrderCreated", {"OrderId": placed["id"], "OrderNr": placed["number"]}))
+    assert created.flow == "orders" and created.params == {"order_ids": [str(placed["id"])]}
+    changed = channel.verify_webhook(_hook("onOrderItemsStatusChanged", {"OrderId": placed["id"],
+                                                                        "OrderItemIds": placed["orderItemIds"],
+                                                                        "NewStatus": "canceled"}))
+    assert changed.params["order_ids"] == [str(placed["id"])] and changed.delivery_id != created.delivery_id
+    assert [o.order_number for o in channel.pull_orders_by_id(changed.params["order_ids"])] == [placed["number"]]
+
+
+def test_a_repeated_delivery_has_the_same_delivery_id(channel):
+    hook = _hook("onOrderCreated", {"OrderId": 5})
+    assert channel.verify_webhook(hook).delivery_id == channel.verify_webhook(hook).delivery_id
+
+
+def test_other_events_are_ignored(channel):
+    assert channel.verify_webhook(_hook("onProductCreated", {"SellerSkus": ["A"]})) is None
+
+
+@pytest.mark.parametrize("secret", [None, "", "whsec-wrong-secret-000"])
+def test_a_wrong_url_secret_is_refused(channel, secret):
+    with pytest.raises(AuthError):
+        channel.verify_webhook(_hook("onOrderCreated", {"OrderId": 5}, secret=secret))
+
+
+def test_webhooks_need_a_configured_secret(make_channel):
+    channel = make_channel(settings={"webhook_secret": None})
+    with pytest.raises(AuthError, match="webhook_secret"):
+        channel.verify_webhook(_hook("onOrderCreated", {"OrderId": 5}))
