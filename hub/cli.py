@@ -125,6 +125,25 @@ def scheduler() -> None:
 
 
 @cli.group()
+def plugin() -> None:
+    """Tools for plugin authors."""
+
+
+@plugin.command("new")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=Path("."), show_default=True,
+              help="Where to create channelhub-NAME/.")
+@click.option("--force", is_flag=True, help="Rewrite the scaffold's own files in an existing folder.")
+def plugin_new(name: str, directory: Path, force: bool) -> None:
+    """Scaffold an external channel plugin package that passes the conformance kit out of the box."""
+    from hub.scaffold import scaffold_plugin
+
+    created = scaffold_plugin(name, directory, force=force)
+    click.echo(f"created {created}")
+    click.echo(f"next: pip install -e {created} && pytest {created}/tests")
+
+
+@cli.group()
 def docs() -> None:
     """Generated documentation."""
 

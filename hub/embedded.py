@@ -23,10 +23,10 @@ from typing import Any
 
 from hub import defaults
 from hub.db import Database
-from hub.jobs import Outcome, Verdict, create_run, execute_run, lane_for
+from hub.jobs import Outcome, Verdict, clear_enqueuer, create_run, execute_run, lane_for, set_enqueuer
 from hub.locks import LocalLocks
 from hub.models import ChannelAccount
-from hub.scheduling import enqueue_due, next_due, promote_accounts
+from hub.scheduling import enqueue_due, next_due, promote_accounts, run_tick_hooks
 
 log = logging.getLogger("channelhub.embedded")
 
@@ -98,6 +98,7 @@ class EmbeddedRuntime:
         if self._threads:
             return
         self._stopping = False
+        set_enqueuer(self.enqueue)  # flows in this process queue follow-up work here
         for number in range(self.workers):
             self._spawn(self._work, f"channelhub-worker-{number}")
         if ticker:
@@ -112,6 +113,7 @@ class EmbeddedRuntime:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._threads = []
+        clear_enqueuer(self.enqueue)
 
     close = stop
 
@@ -201,6 +203,7 @@ class EmbeddedRuntime:
         """One scheduler pass: promote accounts due for Live, then enqueue due flows."""
         try:
             promote_accounts(self.db)
+            run_tick_hooks(self.db)
             return self.enqueue_due()
         except Exception:  # the ticker must outlive a database hiccup
             log.exception("the embedded scheduler tick failed")

@@ -47,10 +47,11 @@ from hub.jobs import (
     fail_run,
     lane_for,
     load_builtin_flows,
+    set_enqueuer,
 )
 from hub.locks import RedisLocks
 from hub.models import ChannelAccount
-from hub.scheduling import enqueue_due, next_due, promote_accounts
+from hub.scheduling import enqueue_due, next_due, promote_accounts, run_tick_hooks
 
 log = logging.getLogger("channelhub.fleet")
 
@@ -192,6 +193,8 @@ def run_flow_job(run_id: int) -> dict[str, Any] | Retry:
     job = get_current_job()
     meta = dict(job.meta) if job is not None else {}
     connection = job.connection if job is not None else _redis(load_config().redis_url)
+    prefix = meta.get("prefix", defaults.QUEUE_PREFIX)
+    set_enqueuer(FleetRuntime(worker_database(), connection=connection, prefix=prefix).enqueue)
     outcome = execute_run(
         worker_database(),
         run_id,
@@ -231,6 +234,7 @@ def tick(prefix: str = defaults.QUEUE_PREFIX) -> list[int]:
     connection = job.connection if job is not None else _redis(load_config().redis_url)
     db = worker_database()
     promote_accounts(db)
+    run_tick_hooks(db)
     return FleetRuntime(db, connection=connection, prefix=prefix).enqueue_due()
 
 

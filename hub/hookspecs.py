@@ -101,6 +101,22 @@ def channelhub_event(event: Any) -> None:
 
 
 @hookspec
+def channelhub_tick(db: Any, now: Any) -> None:
+    """Do periodic housekeeping on every scheduler tick (embedded ticker or the fleet's scheduler).
+
+    ``db`` is the hub's :class:`hub.db.Database`; ``now`` the tick's aware UTC datetime. Ticks come
+    every few seconds, from one process at a time; keep the work short and idempotent, and queue
+    anything long as a flow. An exception is logged and does not stop the tick.
+
+    Example (send due notification digests)::
+
+        @hookimpl
+        def channelhub_tick(db, now):
+            flush_due(db, now=now)
+    """
+
+
+@hookspec
 def channelhub_register_routes(app: Any) -> None:
     """Add routes or blueprints to the Flask web app.
 

@@ -267,6 +267,32 @@ class FlowContext:
         return dict(self.recorder.counts)
 
 
+# -- follow-up work ------------------------------------------------------------
+# A flow sometimes starts another (an imported order pushes stock to the other marketplaces now).
+# The executor running this process's jobs registers its ``enqueue`` here; flows reach it through
+# ``enqueuer()`` without knowing which runtime they are in.
+
+EnqueueFn = Callable[..., int]
+_enqueuer: EnqueueFn | None = None
+
+
+def set_enqueuer(enqueue: EnqueueFn | None) -> None:
+    global _enqueuer
+    _enqueuer = enqueue
+
+
+def clear_enqueuer(enqueue: EnqueueFn) -> None:
+    """Forget ``enqueue`` if it is still the registered one (a stopped runtime)."""
+    global _enqueuer
+    if _enqueuer == enqueue:
+        _enqueuer = None
+
+
+def enqueuer() -> EnqueueFn | None:
+    """The running executor's ``enqueue(account_id, flow, trigger=, params=)``, or None."""
+    return _enqueuer
+
+
 # -- creating runs -----------------------------------------------------------
 
 

@@ -124,6 +124,7 @@ class Order:
     lines: list[OrderLine]
     shipping_address: Address
     placed_at: datetime | None = None
+    changed_at: datetime | None = None  # when the channel last changed it: the orders cursor follows this
     status: str = "new"  # new | cancelled | returned | shipped, as the channel reports it
     currency: str = "AUD"
     customer_name: str = ""
@@ -307,6 +308,7 @@ class OrderSchema(RecordSchema):
     lines = fields.List(fields.Nested(OrderLineSchema), required=True, validate=validate.Length(min=1))
     shipping_address = fields.Nested(AddressSchema, required=True)
     placed_at = fields.AwareDateTime(allow_none=True, load_default=None)
+    changed_at = fields.AwareDateTime(allow_none=True, load_default=None)
     status = fields.String(load_default="new", validate=validate.OneOf(["new", "cancelled", "returned", "shipped"]))
     currency = fields.String(load_default="AUD", validate=validate.Regexp(r"^[A-Z]{3}$", error="must be an ISO 4217 code"))
     customer_name = fields.String(load_default="")

@@ -162,6 +162,17 @@ def _is_stale(run: SyncRun, cutoff: datetime) -> bool:
     return last_sign_of_life is not None and aware(last_sign_of_life) < cutoff
 
 
+def run_tick_hooks(db: Database, now: datetime | None = None) -> None:
+    """Give plugins their ``channelhub_tick`` (notification digests, housekeeping)."""
+    from hub.plugins import get_plugin_manager
+
+    moment = aware(now) if now is not None else datetime.now(timezone.utc)
+    try:
+        get_plugin_manager().hook.channelhub_tick(db=db, now=moment)
+    except Exception:  # a plugin's housekeeping must not stop the syncs
+        log.exception("a channelhub_tick hook failed")
+
+
 def promote_accounts(db: Database, now: datetime | None = None) -> list[object]:
     """Move accounts whose Testing period has ended to Live, if ``hub.accounts`` offers it.
 

@@ -28,6 +28,9 @@ REMOTES: dict[str, MemoryRemote] = {}
 class MemoryRemote:
     name: str
     products: list[Product] = field(default_factory=list)
+    # Optional change dates by parent SKU: list_products(since) then leaves out a product changed
+    # before ``since``, as a real source's incremental read does. Products without one always come back.
+    product_changed_at: dict[str, datetime] = field(default_factory=dict)
     listings: dict[str, Listing] = field(default_factory=dict)
     orders: dict[str, Order] = field(default_factory=dict)  # what the marketplace sells
     order_changed_at: dict[str, datetime] = field(default_factory=dict)
@@ -88,7 +91,10 @@ class MemoryChannel(Channel):
         return {"remote": self._call("test_connection").name}
 
     def list_products(self, since: datetime | None = None):
-        return [copy.deepcopy(p) for p in self._call("list_products").products]
+        state = self._call("list_products")
+        return [copy.deepcopy(p) for p in state.products
+                if since is None or p.parent_sku not in state.product_changed_at
+                or state.product_changed_at[p.parent_sku] >= since]
 
     def push_listings(self, listings: list[Listing]) -> list[ItemResult]:
         state = self._call("push_listings")

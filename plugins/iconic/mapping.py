@@ -139,6 +139,7 @@ def order_from_remote(order: dict[str, Any], items: list[dict[str, Any]]) -> Ord
         "channel_order_id": str(order["id"]), "order_number": str(number), "lines": lines,
         "shipping_address": shipping, "billing_address": billing,
         "placed_at": parse_time(order.get("createdAt"), f"{where}.createdAt").isoformat(),
+        "changed_at": _changed_at(order, items, where),
         "status": order_status([line["status"] for line in lines]),
         "currency": str(order.get("currency") or "AUD"),
         "customer_name": " ".join(str(p) for p in (customer.get("firstName"), customer.get("lastName")) if p),
@@ -150,6 +151,13 @@ def order_from_remote(order: dict[str, Any], items: list[dict[str, Any]]) -> Ord
         return load(Order, data)
     except ValidationError as error:
         raise ContractError(f"{where}: {error}", detail=error.messages) from None
+
+
+def _changed_at(order: dict[str, Any], items: list[dict[str, Any]], where: str) -> str:
+    """The latest update of the order or any of its items: the orders cursor follows it."""
+    stamps = [order.get("updatedAt"), *(item.get("updatedAt") for item in items)]
+    times = [parse_time(stamp, f"{where}.updatedAt") for stamp in stamps if stamp]
+    return max(times).isoformat() if times else parse_time(order.get("createdAt"), f"{where}.createdAt").isoformat()
 
 
 # -- listings -----------------------------------------------------------------------------------

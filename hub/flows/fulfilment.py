@@ -1,0 +1,333 @@
+"""Flow "fulfilment": shipments from the order system or the fulfilment account -> the marketplace.
+
+Top to bottom, for one MARKETPLACE account with Fulfilments on:
+
+1. **Pull** ``pull_fulfilments(since)`` from each place that ships the account's orders: its
+   destination account (Shopify, Uphance) and its fulfilment account (Starshipit). Each source has its
+   own cursor on this account (``fulfilments:<source id>``), minus ``PULL_OVERLAP``.
+2. **Store** each shipment that belongs to one of this account's orders (matched by the marketplace
+   order number; shipments of other channels' orders are not ours and are passed over) as a
+   Fulfilment row, once (unique per order and shipment id); the order becomes ``fulfilled``. The
+   cursor moves to the newest shipment seen, in the same transaction.
+3. **Send** every stored shipment not yet accepted by the marketplace — new ones and those an earlier
+   run could not send: check the tracking number (``hub.carrier_maps``), map the carrier through the
+   account's CarrierMap, rebuild the canonical Order from the database (with its channel line ids)
+   and call ``send_fulfilment``. Acceptance records a FULFILMENT_SENT binding, so the shipment is
+   never sent again, and the order becomes ``confirmed`` once every line is covered. A refusal stays
+   unsent, is tried again on the next run, and notifies the admin (``fulfilment.failed``) once per
+   distinct problem.
+
+Orders imported as Third Party Managed are never written back, even after Fulfilments is turned on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from hub import bindings, carrier_maps, cursors
+from hub import records as canonical
+from hub.channel import Channel, Role
+from hub.connections import get_connector, open_channel
+from hub.errors import AuthError, ChannelError, ConfigurationError, RateLimited, TransientError, ValidationError
+from hub.events import emit
+from hub.flows.orders import advance_cursor, canonical_order, lock_for_remote_call, lock_row
+from hub.jobs import FlowContext, register_flow
+from hub.models import AccountStatus, ChannelAccount, Fulfilment, Order, OrderStatus, utcnow
+from hub.scheduling import aware
+
+log = logging.getLogger("channelhub.flows.fulfilment")
+
+STREAM_PREFIX = "fulfilments:"  # + the source account's id
+PULL_OVERLAP = timedelta(minutes=10)
+ACTIVE_STATUSES = (AccountStatus.TESTING, AccountStatus.LIVE)
+
+PENDING, SENT, ERROR, SKIPPED = "pending", "sent", "error", "skipped"
+CANCELLED_LINE = "cancelled"
+
+
+@dataclass
+class Source:
+    account_id: int
+    name: str
+    channel: Channel | None
+    since: datetime | None
+    problem: str | None = None
+
+
+# -- the flow ------------------------------------------------------------------------------------
+
+
+def run_fulfilment(ctx: FlowContext) -> None:
+    with ctx.db.session() as session:
+        account = _account(session, ctx)
+        reason = skip_reason(account)
+        if reason:
+            ctx.item(account.name, "skipped", reason)
+            return
+        sources = _sources(session, account)
+        marketplace = open_channel(account)
+        account_id = account.id
+    for source in sources:
+        if source.problem or source.channel is None:
+            ctx.item(source.name, "skipped", source.problem or "cannot be opened")
+            continue
+        shipments = list(source.channel.pull_fulfilments(source.since))
+        ctx.add_api_calls(1)
+        store_shipments(ctx, account_id, source, shipments)
+    send_unsent(ctx, account_id, marketplace)
+
+
+def skip_reason(account: ChannelAccount) -> str | None:
+    if account.status not in ACTIVE_STATUSES:
+        return f"{account.name} is {account.status.value}: shipments are written back only in Testing or Live"
+    if not account.fulfilments_enabled:
+        return (f"Fulfilments is off for {account.name}: its orders are Third Party Managed and nothing is "
+                "written back to the marketplace")
+    if not _has_role(account, Role.MARKETPLACE):
+        return f"{account.name} ({account.plugin}) is not a marketplace: there is nothing to write shipments to"
+    if account.destination_account_id is None and account.fulfilment_account_id is None:
+        return f"{account.name} has no destination or fulfilment account to take shipments from; choose one on the account page"
+    return None
+
+
+def _sources(session: Session, account: ChannelAccount) -> list[Source]:
+    found = []
+    for source_id in dict.fromkeys(i for i in (account.destination_account_id, account.fulfilment_account_id) if i):
+        source = session.get(ChannelAccount, source_id)
+        if source is None:
+            continue
+        since = _read_since(session, account.id, source.id)
+        if source.status not in ACTIVE_STATUSES:
+            found.append(Source(source.id, source.name, None, since, f"{source.name} is {source.status.value}: "
+                                "its shipments are read once it is active again"))
+        elif not _has_role(source, Role.ORDER_DESTINATION, Role.FULFILMENT):
+            found.append(Source(source.id, source.name, None, since, f"{source.name} ({source.plugin}) reports no shipments"))
+        else:
+            found.append(Source(source.id, source.name, open_channel(source), since))
+    return found
+
+
+def _read_since(session: Session, account_id: int, source_id: int) -> datetime | None:
+    return cursors.read_time(session, account_id, STREAM_PREFIX + str(source_id), overlap=PULL_OVERLAP)
+
+
+# -- storing shipments ---------------------------------------------------------------------------
+
+
+def store_shipments(ctx: FlowContext, account_id: int, source: Source, shipments: list[canonical.Fulfilment]) -> None:
+    """Record the shipments of this account's orders (once each) and move the source's cursor."""
+    newest: datetime | None = None
+    others = 0
+    with ctx.db.session() as session:
+        lock_row(session, ChannelAccount, account_id)  # one batch per account at a time; opens SQLite's transaction
+        for shipment in shipments:
+            if shipment.shipped_at is not None:
+                shipped = _aware(shipment.shipped_at)
+                newest = shipped if newest is None or shipped > newest else newest
+            order = session.scalar(select(Order).where(Order.account_id == account_id,
+                                                       Order.order_number == shipment.order_number))
+            if order is None:
+                others += 1  # an order of another channel (or a web-shop order): not ours to write back
+                continue
+            _store_one(session, source, order, shipment)
+        if newest is not None:
+            advance_cursor(session, account_id, STREAM_PREFIX + str(source.account_id), newest)
+    if others:
+        log.info("%d shipment(s) from %s belong to no order of account %s", others, source.name, account_id)
+
+
+def _store_one(session: Session, source: Source, order: Order, shipment: canonical.Fulfilment) -> None:
+    key = shipment_key(shipment)
+    if session.scalar(select(Fulfilment.id).where(Fulfilment.order_id == order.id, Fulfilment.external_id == key)):
+        return
+    row = Fulfilment(
+        order_id=order.id, source_account_id=source.account_id, external_id=key, carrier=shipment.carrier or "",
+        service=shipment.service, tracking_number=shipment.tracking_number or "", tracking_url=shipment.tracking_url,
+        shipped_at=_aware(shipment.shipped_at),
+        lines=[{"sku": line.sku, "quantity": line.quantity, "channel_line_ids": [str(i) for i in line.channel_line_ids]}
+               for line in shipment.lines],
+        status=SKIPPED if order.third_party_managed else PENDING,
+        error="Third Party Managed: never written back to the marketplace" if order.third_party_managed else None,
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:  # a concurrent run stored it first
+        return
+    if order.status in (OrderStatus.IMPORTED, OrderStatus.ROUTED):
+        order.status = OrderStatus.FULFILLED
+
+
+def shipment_key(shipment: canonical.Fulfilment) -> str:
+    """How a shipment is known: the source's shipment id, else its tracking number."""
+    return str(shipment.external_id or shipment.tracking_number or "").strip()[:200]
+
+
+# -- sending -------------------------------------------------------------------------------------
+
+
+def send_unsent(ctx: FlowContext, account_id: int, channel: Channel) -> None:
+    """Send every stored shipment of the account the marketplace has not accepted yet."""
+    with ctx.db.session() as session:
+        waiting = list(session.scalars(
+            select(Fulfilment.id).join(Order, Order.id == Fulfilment.order_id)
+            .where(Order.account_id == account_id, Order.third_party_managed.is_(False),
+                   Fulfilment.status.in_((PENDING, ERROR)))
+            .order_by(Fulfilment.id)))
+    for done, fulfilment_id in enumerate(waiting, start=1):
+        send_one(ctx, account_id, fulfilment_id, channel)
+        ctx.progress(done, len(waiting))
+
+
+def send_one(ctx: FlowContext, account_id: int, fulfilment_id: int, channel: Channel) -> None:
+    """Check, map and send one shipment; the row is locked so two workers never send it twice.
+
+    AuthError and RateLimited propagate (the runtime stops or defers the run); the shipment stays
+    unsent and goes out on a later run.
+    """
+    with ctx.db.session() as session:
+        lock_for_remote_call(session, Fulfilment, [fulfilment_id])
+        row = session.get(Fulfilment, fulfilment_id)
+        account = session.get(ChannelAccount, account_id)
+        assert row is not None and account is not None
+        order = row.order
+        if row.status not in (PENDING, ERROR):
+            return  # another worker sent it while we waited
+        sent_key = f"{order.channel_order_id}/{row.external_id}"
+        if bindings.by_internal(session, account.id, bindings.FULFILMENT_SENT, row.id) is not None:
+            row.status, row.error = SENT, None  # sent before, the status update was lost: repair it
+            return
+        if order.status == OrderStatus.CANCELLED:
+            _failed(ctx, session, account, order, row, "the order was cancelled on the marketplace, so the shipment is "
+                    "not sent: check whether it really left the warehouse", "rejected")
+            return
+        try:
+            carrier_maps.validate_tracking(row.tracking_number)
+            mapping = carrier_maps.lookup(session, account, row.carrier)
+        except ValidationError as error:
+            _failed(ctx, session, account, order, row, _first_message(error), "rejected", error.field)
+            return
+        lines = lines_to_send(order, row)
+        outgoing = canonical.Fulfilment(
+            order_number=order.order_number, carrier=mapping.channel_carrier, tracking_number=row.tracking_number,
+            lines=lines, service=row.service,
+            tracking_url=carrier_maps.tracking_url(mapping, row.tracking_number, row.tracking_url),
+            shipped_at=row.shipped_at, external_id=row.external_id,
+        )
+        try:
+            result = channel.send_fulfilment(canonical_order(order), outgoing)
+        except (AuthError, RateLimited):
+            raise
+        except ChannelError as error:
+            result = canonical.ItemResult.rejected(order.order_number, str(error),
+                                                   field=getattr(error, "field", None),
+                                                   retryable=isinstance(error, TransientError))
+        finally:
+            ctx.add_api_calls(1)
+        if not result.ok:
+            _failed(ctx, session, account, order, row, f"{account.name} refused it: {result.message}",
+                    "failed" if result.retryable else "rejected", result.field)
+            return
+        bindings.bind(session, account.id, bindings.FULFILMENT_SENT, internal_id=row.id, external_id=sent_key,
+                      sent_at=utcnow())
+        row.status, row.error = SENT, None
+        row.lines = [{"sku": line.sku, "quantity": line.quantity, "channel_line_ids": line.channel_line_ids} for line in lines]
+        _confirm(order)
+        emit(session, organisation_id=account.organisation_id, account_id=account.id, run_id=ctx.run_id,
+             kind="fulfilment.sent",
+             message=(f"Order {order.order_number}: {mapping.channel_carrier} {row.tracking_number} sent to {account.name}"),
+             data={"order_id": order.id, "order_number": order.order_number, "carrier": row.carrier,
+                   "channel_carrier": mapping.channel_carrier, "tracking_number": row.tracking_number})
+        ctx.item(order.order_number, "ok", f"{mapping.channel_carrier} {row.tracking_number} sent")
+
+
+def lines_to_send(order: Order, row: Fulfilment) -> list[canonical.FulfilmentLine]:
+    """The shipment's lines with the marketplace's line ids (The Iconic: one id per unit).
+
+    A shipment without lines is the whole order. Lines without ids take the order line's ids that no
+    earlier accepted shipment of the order used.
+    """
+    used = {str(line_id) for other in order.fulfilments if other.id != row.id and other.status == SENT
+            for line in other.lines or [] for line_id in line.get("channel_line_ids") or []}
+    shipped = row.lines or [{"sku": line.sku, "quantity": line.quantity} for line in order.lines
+                            if line.status != CANCELLED_LINE]
+    result = []
+    for entry in shipped:
+        ids = [str(i) for i in entry.get("channel_line_ids") or []]
+        if not ids:
+            order_line = next((line for line in order.lines if line.sku == entry["sku"]), None)
+            free = [str(i) for i in (order_line.channel_line_ids if order_line else []) if str(i) not in used]
+            ids = free[: int(entry["quantity"])]
+        used.update(ids)
+        result.append(canonical.FulfilmentLine(sku=entry["sku"], quantity=int(entry["quantity"]), channel_line_ids=ids))
+    return result
+
+
+def _confirm(order: Order) -> None:
+    """Fulfilled while lines remain to ship; confirmed once accepted shipments cover every line."""
+    if order.status not in (OrderStatus.IMPORTED, OrderStatus.ROUTED, OrderStatus.FULFILLED):
+        return
+    sent = [f for f in order.fulfilments if f.status == SENT]
+    shipped: Counter[str] = Counter()
+    for fulfilment in sent:
+        for line in fulfilment.lines or []:
+            shipped[line["sku"]] += int(line.get("quantity") or 0)
+    covered = all(shipped[line.sku] >= line.quantity for line in order.lines if line.status != CANCELLED_LINE)
+    order.status = OrderStatus.CONFIRMED if covered else OrderStatus.FULFILLED
+
+
+def _failed(ctx: FlowContext, session: Session, account: ChannelAccount, order: Order, row: Fulfilment,
+            message: str, outcome: str, field: str | None = None) -> None:
+    """Keep the shipment unsent (tried again next run); tell the admin once per distinct problem."""
+    row.status = ERROR
+    if row.error != message:
+        row.error = message
+        emit(session, organisation_id=account.organisation_id, account_id=account.id, run_id=ctx.run_id,
+             kind="fulfilment.failed", level="error",
+             message=(f"Shipment {row.tracking_number or row.external_id} of order {order.order_number} was not sent to "
+                      f"{account.name}: {message}. It is tried again on every run until it goes through."),
+             data={"order_id": order.id, "order_number": order.order_number, "fulfilment_id": row.id,
+                   "carrier": row.carrier, "tracking_number": row.tracking_number, "field": field})
+    ctx.item(order.order_number, outcome, message, field)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _first_message(error: ValidationError) -> str:
+    messages: Any = error.messages
+    if isinstance(messages, dict) and messages:
+        first = next(iter(messages.values()))
+        return str(first[0] if isinstance(first, list) and first else first)
+    return str(error)
+
+
+def _has_role(account: ChannelAccount, *roles: Role) -> bool:
+    try:
+        channel_class = get_connector().channel_class(account)
+    except ConfigurationError:
+        return False
+    return any(channel_class.has_role(role) for role in roles)
+
+
+def _account(session: Session, ctx: FlowContext) -> ChannelAccount:
+    account = session.get(ChannelAccount, ctx.account_id) if ctx.account_id is not None else None
+    if account is None:
+        raise ConfigurationError(f"the fulfilment flow needs an existing account (got {ctx.account_id})")
+    return account
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return aware(moment) if moment is not None else None
+
+
+register_flow("fulfilment", run_fulfilment)
