@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub.channel import AccountInfo, Channel, ChannelServices
+from hub.channel import AccountInfo, Channel, ChannelServices, Role
 from hub.config import Config, load_config
+from hub.errors import ConfigurationError
 from hub.http import RedactingFilter
 from hub.models import ChannelAccount
 from hub.plugins import ChannelhubPluginManager, get_plugin_manager
@@ -58,6 +59,15 @@ class Connector:
         if account.base_url and account.base_url.rstrip("/") in self.transports:
             return self.transports[account.base_url.rstrip("/")]
         return self.transports.get(account.plugin)
+
+
+def has_role(account: ChannelAccount, *roles: Role) -> bool:
+    """True when the account's channel (if its plugin is loaded) has any of ``roles``."""
+    try:
+        channel_class = get_connector().channel_class(account)
+    except ConfigurationError:
+        return False
+    return any(channel_class.has_role(role) for role in roles)
 
 
 def account_info(account: ChannelAccount) -> AccountInfo:

@@ -52,7 +52,7 @@ from hub import bindings, cursors
 from hub import records as canonical
 from hub.accounts import is_third_party_managed
 from hub.channel import Channel, Role
-from hub.connections import get_connector, open_channel
+from hub.connections import get_connector, has_role, open_channel
 from hub.errors import AuthError, ChannelError, ConfigurationError, RateLimited, RejectedItem, TransientError
 from hub.events import emit
 from hub.flows import stock
@@ -113,7 +113,7 @@ def skip_reason(account: ChannelAccount) -> str | None:
         return f"{account.name} is {account.status.value}: orders are imported only in Testing or Live"
     if not account.orders_enabled:
         return f"Orders is off for {account.name}: turn it on to import orders"
-    if not _has_role(account, Role.MARKETPLACE):
+    if not has_role(account, Role.MARKETPLACE):
         return f"{account.name} ({account.plugin}) is not a marketplace: it has no orders to import"
     if reset_in_progress(account):
         return f"a product reset of {account.name} is running: orders are imported when it finishes"
@@ -580,7 +580,7 @@ def _targets(session: Session, account: ChannelAccount) -> list[Target]:
         target = Target(kind=kind, account_id=target_account.id, name=target_account.name)
         if target_account.status not in ACTIVE_STATUSES:
             target.problem = f"{target_account.name} is {target_account.status.value}: orders wait until it is active"
-        elif not _has_role(target_account, Role.ORDER_DESTINATION, Role.FULFILMENT):
+        elif not has_role(target_account, Role.ORDER_DESTINATION, Role.FULFILMENT):
             target.problem = f"{target_account.name} ({target_account.plugin}) cannot take orders: choose another destination"
         else:
             target.channel = open_channel(target_account)
@@ -929,14 +929,6 @@ def _implements(account: ChannelAccount, hook: str) -> bool:
         return get_connector().channel_class(account).implements(hook)
     except ConfigurationError:
         return False
-
-
-def _has_role(account: ChannelAccount, *roles: Role) -> bool:
-    try:
-        channel_class = get_connector().channel_class(account)
-    except ConfigurationError:
-        return False
-    return any(channel_class.has_role(role) for role in roles)
 
 
 def _account(session: Session, ctx: FlowContext) -> ChannelAccount:

@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session, selectinload
 from hub import defaults, labels
 from hub.bindings import LISTING, bind
 from hub.channel import Channel, Role
-from hub.connections import get_connector, open_channel
+from hub.connections import has_role, open_channel
 from hub.errors import ConfigurationError, RejectedItem, ValidationError
 from hub.events import emit
 from hub.flows import stock
@@ -121,11 +121,7 @@ def run_reconcile(ctx: FlowContext) -> None:
 def skip_reason(account: ChannelAccount) -> str | None:
     if account.status not in (AccountStatus.TESTING, AccountStatus.LIVE):
         return f"{account.name} is {account.status.value}: the reconciler runs only in Testing (report) or Live"
-    try:
-        is_marketplace = get_connector().channel_class(account).has_role(Role.MARKETPLACE)
-    except ConfigurationError:
-        is_marketplace = False
-    if not is_marketplace:
+    if not has_role(account, Role.MARKETPLACE):
         return f"{account.name} ({account.plugin}) is not a marketplace: it has no listings to reconcile"
     if account.label_id is None:
         return (f"{account.name} has no label, so nothing says what belongs on it: choose a label on the account "

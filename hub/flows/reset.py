@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from hub import bindings, defaults, labels
 from hub.channel import Role
-from hub.connections import get_connector, open_channel
+from hub.connections import has_role, open_channel
 from hub.errors import ConfigurationError
 from hub.events import emit
 from hub.jobs import FlowContext, register_flow
@@ -88,11 +88,7 @@ def run_reset(ctx: FlowContext) -> None:
 def _skip_reason(account: ChannelAccount) -> str | None:
     if account.status not in (AccountStatus.TESTING, AccountStatus.LIVE):
         return f"{account.name} is {account.status.value}: a product reset runs only in Testing or Live"
-    try:
-        is_marketplace = get_connector().channel_class(account).has_role(Role.MARKETPLACE)
-    except ConfigurationError:
-        is_marketplace = False
-    if not is_marketplace:
+    if not has_role(account, Role.MARKETPLACE):
         return f"{account.name} ({account.plugin}) is not a marketplace: it has no listings to re-match"
     return None
 

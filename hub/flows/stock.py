@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session, selectinload
 from hub import labels
 from hub.bindings import LISTING, bind, record_error
 from hub.channel import Role
-from hub.connections import open_channel
+from hub.connections import has_role, open_channel
 from hub.db import Database
 from hub.errors import ConfigurationError, NotFound, RejectedItem, ValidationError
 from hub.events import emit
@@ -179,10 +179,7 @@ def pending_units(session: Session, organisation_id: int, skus: Iterable[str]) -
 
 def is_marketplace(account: ChannelAccount) -> bool:
     """Scheduling filter: listings and stock run only for accounts whose channel is a MARKETPLACE."""
-    try:
-        return get_plugin_manager().channel_class(account.plugin).has_role(Role.MARKETPLACE)
-    except ConfigurationError:
-        return False
+    return has_role(account, Role.MARKETPLACE)
 
 
 def marketplace_account(session: Session, ctx: FlowContext) -> ChannelAccount:

@@ -266,7 +266,7 @@ class IconicChannel(Channel):
         created: dict[str, dict[str, Any]] = {}
         rest = group
         if set_id is None:
-            (first, body), rest = group[0], group[1:]
+            (_, body), rest = group[0], group[1:]
             try:
                 product_set = self.client.post("/v2/product-set", body)
             except RejectedItem as error:

@@ -30,7 +30,7 @@ from hub.db import Database
 from hub.events import emit
 from hub.labels import add_rule, assign, create_label
 from hub.models import (
-    CarrierMap, ChannelAccount, DuplicateSku, Order, OrderLine, OrderStatus, Product, Role, RunStatus, SyncRun,
+    CarrierMap, DuplicateSku, Order, OrderLine, OrderStatus, Product, RunStatus, SyncRun,
     SyncRunItem, Variant,
 )
 from hub.plugins import ChannelhubPluginManager, set_plugin_manager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from flask import Flask
 from sqlalchemy import select
 
 from hub.accounts import account_credentials

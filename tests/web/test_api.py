@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import select
 
 from hub.app import Hub
-from hub.models import ApiToken, SyncRun
+from hub.models import ApiToken
 
 from .conftest import World
 

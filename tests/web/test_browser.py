@@ -18,7 +18,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from hub.app import Hub
-from hub.jobs import FlowContext, get_flow, register_flow, registered_flows, unregister_flow
+from hub.jobs import FlowContext, register_flow, registered_flows, unregister_flow
 from web import create_app
 
 from .conftest import PASSWORD, World
