@@ -1,4 +1,5 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# `make demo DEMO_ARGS="--skus 200 --orders-per-minute 20"` passes flags to `channelhub demo`.
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
@@ -15,8 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	@echo "channelhub demo: not yet — the demo lands with the demo issue (#9)."
-	@echo "Meanwhile: $(VENV)/bin/channelhub --help"
+	$(VENV)/bin/channelhub demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest

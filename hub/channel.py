@@ -138,7 +138,8 @@ class WebhookAction:
 
 # Hooks a channel may implement; flows check ``implements`` before calling them.
 OPTIONAL_HOOKS: tuple[str, ...] = (
-    "create_orders", "cancel_order", "pull_cancellations", "receive_return", "register_webhooks", "push_stock",
+    "create_orders", "cancel_order", "pull_cancellations", "pull_orders_by_id", "receive_return",
+    "register_webhooks", "push_stock",
 )
 
 # The hooks each role must implement; checked when a plugin registers its channel.
@@ -252,6 +253,10 @@ class Channel:
             except RejectedItem as error:
                 results.append(ItemResult.rejected(order.order_number, str(error), field=error.field))
         return results
+
+    def pull_orders_by_id(self, order_ids: list[str]) -> Iterable[Order]:
+        """Yield just these orders (a webhook named them): a targeted pull that leaves the cursor alone."""
+        raise NotImplementedError
 
     def cancel_order(self, order: Order, reason: str = "") -> ItemResult:
         """Cancel the order here (a marketplace cancels items; a destination deletes or voids it).

@@ -85,6 +85,7 @@ class SandboxSettings:
     embed_order_items: bool = False  # whether GET /v2/orders carries items[] (undocumented either way)
     brand_count: int = 1200  # sellers can have thousands of brands
     price_country: str = "AU"
+    first_id: int = 1000  # first id handed out (products, orders, items); the demo moves it per run
 
 
 # -- seed catalogue metadata ------------------------------------------------------------------
@@ -173,6 +174,42 @@ class IconicState:
     def __post_init__(self) -> None:
         if not self.brands:
             self.brands = _brands(self.settings.brand_count)
+        if self.settings.first_id != 1000:
+            self._ids = itertools.count(self.settings.first_id)
+
+    # -- read-only views for the control API (what a person would see in Seller Center) ---------
+
+    def products_view(self) -> list[dict[str, Any]]:
+        """Every product with its set, status, prices and stock, oldest first."""
+        rows = []
+        for product in sorted(self.products.values(), key=lambda p: p["id"]):
+            product_set = self.product_sets.get(product["productSetId"], {})
+            brand = self.brand(product_set.get("brandId")) or {}
+            stock = self.stock_read(product)
+            rows.append({
+                "id": product["id"], "sellerSku": product["sellerSku"], "shopSku": product["shopSku"],
+                "productSetId": product["productSetId"], "parentSku": product_set.get("parentSku"),
+                "name": product["name"], "brand": brand.get("name"), "variation": product["variation"],
+                "status": product["status"], "approvalStatus": product["approvalStatus"],
+                "price": product["price"], "salePrice": product["salePrice"],
+                "quantity": stock["quantity"], "reservedStock": stock["reservedStock"], "available": stock["available"],
+                "createdAt": product["createdAt"], "updatedAt": product["updatedAt"],
+            })
+        return rows
+
+    def orders_view(self) -> list[dict[str, Any]]:
+        """Every order with its items' status and the shipment written back, oldest first."""
+        rows = []
+        for order in sorted(self.orders.values(), key=lambda o: o["id"]):
+            items = []
+            for item in self.order_items(order["id"]):
+                shipment = item.get("shipment") or {}
+                items.append({"id": item["id"], "sellerSku": item["_sellerSku"], "status": item["status"],
+                              "paidPrice": item["paidPrice"], "trackingCode": shipment.get("trackingCode"),
+                              "shippingProvider": (shipment.get("provider") or {}).get("name")})
+            rows.append({"id": order["id"], "number": order["number"], "createdAt": order["createdAt"],
+                         "updatedAt": order["updatedAt"], "items": items})
+        return rows
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -842,6 +879,14 @@ def _control_routes(app: Flask, state: IconicState) -> None:
     @app.post("/_control/orders/<int:order_id>/<action>")
     def customer(order_id: int, action: str) -> Any:
         return state.customer_action(order_id, action, _json_body() or {})
+
+    @app.get("/_control/products")
+    def products_view() -> Any:
+        return {"products": state.products_view()}
+
+    @app.get("/_control/orders")
+    def orders_view() -> Any:
+        return {"orders": state.orders_view()}
 
     @app.post("/_control/approve")
     def approve() -> Any:

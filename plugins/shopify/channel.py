@@ -203,20 +203,19 @@ class ShopifyChannel(Channel):
         variants: list[Variant] = []
         for variant_node, level_nodes in rows:
             problem = mapping.sku_problem(variant_node.get("sku"))
-            if problem:
+            if problem and not mapping.has_sku(variant_node.get("sku")):
                 self.log.warning("skipping Shopify variant %s of %r: it %s", variant_node.get("id"),
                                  node.get("title"), problem)
                 continue
+            if problem:
+                # Yielded as it is: the catalogue flow rejects it by name, where the admin looks.
+                self.log.warning("Shopify variant %s of %r %s", variant_node.get("id"), node.get("title"), problem)
             variants.append(mapping.variant_from_remote(variant_node, level_nodes, active=active, locations=locations))
         if not variants:
             return None
-        product = mapping.product_from_remote(node, variants)
-        try:
-            validate_record(product)
-        except Exception as error:  # noqa: BLE001 - one bad product is reported, the catalogue flows
-            self.log.warning("skipping Shopify product %s: %s", node.get("id"), error)
-            return None
-        return product
+        # Not validated here: the catalogue flow rejects a bad variant or product by name and keeps
+        # the rest, so the admin sees the problem in the sync report rather than only in a log.
+        return mapping.product_from_remote(node, variants)
 
     def _levels_of(self, variant: dict[str, Any]) -> list[dict[str, Any]]:
         connection = (variant.get("inventoryItem") or {}).get("inventoryLevels")

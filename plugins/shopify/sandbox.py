@@ -470,6 +470,7 @@ class Settings:
     locations: tuple[str, ...] = ("Sydney Warehouse", "Melbourne Store")
     timeout_after_order_create: int = 0  # next N orderCreate calls are applied, then time out
     idempotency_required: bool = True  # 2026-04+: @idempotent mandatory on inventory mutations
+    id_base: int = 1000  # ids of each kind start after this; the demo moves it per run so ids never repeat
 
 
 class ShopState:
@@ -502,7 +503,7 @@ class ShopState:
         self.seed_catalogue()
 
     def next_id(self, kind: str) -> str:
-        self._ids[kind] = self._ids.get(kind, 1000) + 1
+        self._ids[kind] = self._ids.get(kind, self.settings.id_base) + 1
         return gid(kind, self._ids[kind])
 
     # -- seed ------------------------------------------------------------------
@@ -547,6 +548,47 @@ class ShopState:
                 self.levels[(variant.item_id, location.id)] = level
                 self.item_levels.setdefault(variant.item_id, []).append(level)
         return product
+
+    def load_products(self, records: list[dict[str, Any]]) -> list[Product]:
+        """Add products described in full (the demo's seed catalogue), with exact SKUs, barcodes,
+        prices and stock per location, instead of the generated ones of ``add_product``.
+
+        Each record: ``title``, ``handle``, ``vendor``, ``product_type``, ``tags``, ``description_html``,
+        ``status`` (ACTIVE), ``variants``: ``sku``, ``barcode`` (None or "" for none), ``price``,
+        ``compare_at_price``, ``size``, ``colour``, ``stock`` ({location name: available}).
+        SKUs are taken verbatim (a duplicate or a stray space is kept, as Shopify keeps it).
+        """
+        added = []
+        with self.lock:
+            for record in records:
+                when = self.clock()
+                title = str(record["title"])
+                product = Product(self.next_id("Product"), title, str(record["handle"]), str(record.get("vendor", "")),
+                                  str(record.get("product_type", "")), [str(t) for t in record.get("tags") or []],
+                                  str(record.get("description_html") or f"<p>{title}</p>"),
+                                  status=str(record.get("status", "ACTIVE")), created=when, updated=when)
+                self.products[product.id] = product
+                for data in record.get("variants") or []:
+                    size, colour = str(data.get("size", "")), str(data.get("colour", ""))
+                    options = [(name, value) for name, value in (("Size", size), ("Color", colour)) if value]
+                    compare_at = data.get("compare_at_price")
+                    variant = Variant(
+                        self.next_id("ProductVariant"), product.id, self.next_id("InventoryItem"),
+                        " / ".join(value for _, value in options) or "Default Title", data.get("sku"),
+                        data.get("barcode") or None, Decimal(str(data["price"])),
+                        Decimal(str(compare_at)) if compare_at not in (None, "") else None, options, updated=when,
+                    )
+                    self.variants[variant.id] = variant
+                    self.variant_of_item[variant.item_id] = variant
+                    product.variant_ids.append(variant.id)
+                    stock = data.get("stock") or {}
+                    for location in self.locations.values():
+                        level = Level(self.next_id("InventoryLevel"), variant.item_id, location.id,
+                                      available=int(stock.get(location.name, 0)), updated=when)
+                        self.levels[(variant.item_id, location.id)] = level
+                        self.item_levels.setdefault(variant.item_id, []).append(level)
+                added.append(product)
+        return added
 
     # -- lookups ---------------------------------------------------------------
 
@@ -1606,6 +1648,15 @@ def _control_routes(app: Flask, state: ShopState) -> None:
         return _reply(200, {"products": len(state.products), "variants": len(state.variants),
                             "orders": [state.order_payload(o) for o in state.orders.values()],
                             "throttled": state.throttled, "deliveries": len(state.deliveries)})
+
+    @app.post("/_control/products")
+    def load_products() -> Response:
+        """Add a whole catalogue in one call (``{"products": [...]}``, see ``ShopState.load_products``)."""
+        records = body().get("products")
+        if not isinstance(records, list):
+            raise ValueError("products: a list of product records is required")
+        added = state.load_products(records)
+        return _reply(200, {"products": len(added), "variants": sum(len(p.variant_ids) for p in added)})
 
     @app.post("/_control/stock")
     def change_stock() -> Response:

@@ -81,6 +81,7 @@ class SandboxSettings:
     webhook_url: str | None = None
     webhook_secret: str | None = None  # with one, webhooks carry X-Starshipit-Signature
     seed_orders: int = 4  # half of them shipped
+    first_order_id: int = 100_001  # the demo moves it per run, so order ids never repeat across runs
 
 
 @dataclass
@@ -102,7 +103,7 @@ class SandboxState:
         self.rng = random.Random(seed)
         self.lock = threading.RLock()
         self.orders: dict[int, StoredOrder] = {}
-        self.next_id = 100_001
+        self.next_id = settings.first_order_id
         self.timeouts_after_apply = 0
         self.requests: dict[str, deque[float]] = {}
         self.webhook_sender = webhook_sender or _post_webhook

@@ -218,6 +218,22 @@ class UphanceState:
             })
         return {"id": variation_id, "color": colour, "textile_content": "100% cotton", "prices": prices, "skus": skus}
 
+    def load_catalogue(self, products: Iterable[dict[str, Any]], seasons: Iterable[dict[str, Any]] = ()) -> int:
+        """Add seasons and products (in the shape ``GET /products`` returns) to the main organisation,
+        for a seed catalogue of one's own (the demo's); a product with a known id replaces it."""
+        with self.lock:
+            org = self.main
+            known = {season["id"] for season in org.seasons}
+            for season in seasons:
+                if season["id"] not in known:
+                    org.seasons.append(dict(season))
+                    known.add(season["id"])
+            count = 0
+            for product in products:
+                org.products[int(product["id"])] = json.loads(json.dumps(product))
+                count += 1
+            return count
+
     # -- events -----------------------------------------------------------
 
     def emit(self, event: str, resource: str, record: dict[str, Any]) -> None:
@@ -742,6 +758,14 @@ def _control_routes(app: Flask, state: UphanceState) -> None:
             product = next(p for p, _, s in state.main.skus() if s is sku)
             product["updated_at"] = state.now()
         return _json({"sku": sku})
+
+    @app.post("/_control/catalogue")
+    def control_catalogue() -> Response:
+        body = request.get_json(silent=True) or {}
+        products, seasons = body.get("products") or [], body.get("seasons") or []
+        if not isinstance(products, list) or not isinstance(seasons, list):
+            raise ApiError(400, "bad_request", "products and seasons must be lists")
+        return _json({"products": state.load_catalogue(products, seasons), "seasons": len(state.main.seasons)})
 
     @app.post("/_control/tokens/expire")
     def control_expire() -> Response:

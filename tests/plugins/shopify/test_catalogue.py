@@ -92,3 +92,14 @@ def test_prices_options_and_status_are_mapped(sandbox: Any, channel: Any) -> Non
     assert variant.size in ("S", "M", "L") and variant.colour
     assert all(p.active and p.brand == "Acme Apparel" and p.category == "Shirts" for p in products)
     assert GRAPHQL_PATH.endswith("/2026-07/graphql.json")
+
+
+def test_gender_and_season_come_from_tags_and_a_spaced_sku_is_left_for_the_flow_to_reject(
+        make_sandbox: Any, make_channel: Any) -> None:
+    app = make_sandbox(products=0)
+    app.state.add_product(title="Linen Dress", handle="linen-dress", vendor="Acme", product_type="Dresses",
+                          tags=["Gender:Women", "season:SS26", "sale"],
+                          variants=[("DRESS-S", "S", "Sand"), ("DRESS-M ", "M", "Sand")])
+    [product] = list(make_channel(app).list_products(None))
+    assert (product.gender, product.season) == ("Women", "SS26")
+    assert [v.sku for v in product.variants] == ["DRESS-S", "DRESS-M "]  # the catalogue flow names the bad one
