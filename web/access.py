@@ -142,9 +142,14 @@ def org_id() -> int:
     return g.user.organisation_id
 
 
+MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL; a larger one cannot exist (and SQLite overflows on it)
+
+
 def owned(model: type, ident: Any) -> Any:
     """The row of ``model`` with this id in the user's organisation; 404 for any other (never 403,
     which would confirm that another organisation's id exists)."""
+    if not isinstance(ident, int) or not 0 < ident <= MAX_ID:
+        abort(404)
     row = db().get(model, ident)
     if row is None or getattr(row, "organisation_id", None) != org_id():
         abort(404)

@@ -22,6 +22,7 @@ from hub.events import emit
 from hub.models import (
     Binding, ChannelAccount, DuplicateSku, Fulfilment, Label, Order, OrderStatus, RunStatus, SyncRun,
 )
+from hub.netpolicy import check_base_url
 from hub.scheduling import FLOW_TOGGLES, flow_enabled, next_due
 from hub.secrets import mask
 from web.forms import is_secret
@@ -152,6 +153,8 @@ def apply_hub_settings(session: Session, account: ChannelAccount, data: dict[str
     Records an ``account.settings`` event naming the changed fields. Returns them.
     """
     _check_references(session, account, data)
+    if data.get("base_url") is not None:  # where the workers will send the credentials: not inwards (SSRF)
+        data = {**data, "base_url": check_base_url(data["base_url"], account.environment.value)}
     changed = []
     for name, value in data.items():
         if getattr(account, name) != value:

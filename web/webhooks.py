@@ -5,7 +5,8 @@ signature over the raw body, or the secret in the URL) and names a targeted flow
 once (202) and queues that flow; the work happens in a job, so a slow channel never makes the
 sender time out and retry. A delivery id seen before is answered 200 and dropped: the database
 (a ``webhook_delivery`` binding, unique per account) decides, so two web processes agree.
-A refused signature gets 401 and a ``webhook.rejected`` event the admin sees in the audit log.
+A refused signature gets 401 and a ``webhook.rejected`` event the admin sees in the audit log; a
+repeated delivery a ``webhook.duplicate`` event.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def receive(account_id: int, secret: str):  # type: ignore[no-untyped-def]
     if action is None:
         return jsonify(status="ignored"), 200
     if action.delivery_id and not _first_delivery(account, action.delivery_id):
+        _duplicate(account, action.delivery_id)
         return jsonify(status="duplicate", delivery_id=action.delivery_id), 200
     session.commit()
     run_id = services.enqueue(account.id, action.flow, trigger="webhook", params=action.params)
@@ -70,6 +72,15 @@ def _first_delivery(account: ChannelAccount, delivery_id: str) -> bool:
         session.rollback()
         return False
     return binding.internal_id == delivery_id
+
+
+def _duplicate(account: ChannelAccount, delivery_id: str) -> None:
+    """A replayed delivery is dropped (200, so the sender stops retrying) and recorded."""
+    session = db()
+    emit(session, organisation_id=account.organisation_id, account_id=account.id, kind="webhook.duplicate",
+         actor="webhook", message=f"{account.name}: webhook delivery {delivery_id!r} was received before; dropped",
+         data={"remote_addr": request.remote_addr, "delivery_id": delivery_id})
+    session.commit()
 
 
 def _rejected(account: ChannelAccount, reason: str) -> None:

@@ -66,7 +66,7 @@ DISPATCHED_STATUSES = frozenset(
 
 def to_canonical_carrier(name: str | None) -> str | None:
     """The canonical code for a Starshipit carrier code or display name; None when unknown."""
-    if not name:
+    if not name or not isinstance(name, str):
         return None
     folded = re.sub(r"[^a-z0-9]", "", name.lower())
     return LOCAL_CARRIERS.get(folded) or canonical_carrier(name)
@@ -158,7 +158,7 @@ def _item(order: Order, index: int, weights: WeightPolicy) -> dict[str, Any]:
 def _check_length(value: str, limit: int, field: str, key: str) -> None:
     if len(value) > limit:
         raise RejectedItem(
-            f"{field} {value!r} is {len(value)} characters; Starshipit accepts at most {limit}",
+            f"{field} {_short(value)} is {len(value)} characters; Starshipit accepts at most {limit}",
             key=key, field=field,
         )
 
@@ -195,9 +195,9 @@ class Shipment:
 
 
 def order_id_of(order: dict[str, Any]) -> str:
-    value = order.get("order_id")
+    value = order.get("order_id") if isinstance(order, dict) else None
     if isinstance(value, bool) or not isinstance(value, (int, str)) or value in ("", 0):
-        raise ContractError(f"Starshipit order without a usable order_id: {value!r}", detail={"field": "order_id"})
+        raise ContractError(f"Starshipit order without a usable order_id: {_short(value)}", detail={"field": "order_id"})
     return str(value)
 
 
@@ -275,7 +275,7 @@ def _lines(items: Any) -> list[FulfilmentLine]:
         if not sku:
             continue  # Starshipit allows free-text items (e.g. a gift card) that match no SKU
         if isinstance(quantity, bool) or not isinstance(quantity, (int, float)) or quantity < 1:
-            raise ContractError(f"Starshipit item {index} ({sku}) has no valid quantity: {quantity!r}",
+            raise ContractError(f"Starshipit item {index} ({sku[:80]}) has no valid quantity: {_short(quantity)}",
                                 detail={"field": f"items.{index}.quantity"})
         lines.append(FulfilmentLine(sku=sku, quantity=int(quantity)))
     return lines
@@ -291,6 +291,12 @@ def _text(record: dict[str, Any], key: str, *, required: bool = False) -> str:
         raise ContractError(f"Starshipit field `{key}` should be text, got {type(value).__name__}",
                             detail={"field": key})
     return str(value).strip()
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A value for an error message: a 100 kB field must not become a 100 kB message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _timestamp(value: Any) -> datetime | None:

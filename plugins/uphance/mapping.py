@@ -64,8 +64,23 @@ def _get(raw: Any, name: str, kind: type | tuple[type, ...], where: str) -> Any:
         raise ContractError(f"{where} is not an object")
     value = raw.get(name)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise ContractError(f"{where}.{name} is missing or not {getattr(kind, '__name__', kind)}: {value!r}")
+        raise ContractError(f"{where}.{name} is missing or not {getattr(kind, '__name__', kind)}: {_short(value)}")
     return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    """A list the API promises; None (or absent) is an empty one."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ContractError(f"{where} is not a list: {_short(value)}")
+    return value
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A value for an error message: a 100 kB field must not become a 100 kB message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _text(raw: dict[str, Any], name: str) -> str:
@@ -78,9 +93,9 @@ def _decimal(value: Any, where: str) -> Decimal | None:
         return None
     try:
         number = Decimal(str(value))
-    except InvalidOperation:
-        raise ContractError(f"{where} is not a decimal: {value!r}") from None
-    return number.quantize(Decimal("0.01")) if number.is_finite() and number >= 0 else None
+        return number.quantize(Decimal("0.01")) if number.is_finite() and number >= 0 else None
+    except InvalidOperation:  # not a number, or too large to have cents
+        raise ContractError(f"{where} is not a decimal: {_short(value)}") from None
 
 
 def _int(raw: dict[str, Any], name: str, where: str) -> int | None:
@@ -88,18 +103,18 @@ def _int(raw: dict[str, Any], name: str, where: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ContractError(f"{where}.{name} is not a whole number: {value!r}")
+        raise ContractError(f"{where}.{name} is not a whole number: {_short(value)}")
     return value
 
 
-def parse_time(text: Any) -> datetime | None:
-    """Uphance timestamps: ISO 8601 with ``Z``, ``+00:00`` or a local offset."""
+def parse_time(text: Any, where: str = "timestamp") -> datetime | None:
+    """Uphance timestamps: ISO 8601 with ``Z``, ``+00:00`` or a local offset (``where`` names the field)."""
     if not isinstance(text, str) or not text:
         return None
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ContractError(f"timestamp {text!r} is not ISO 8601") from None
+        raise ContractError(f"{where} {_short(text)} is not ISO 8601") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
@@ -114,7 +129,7 @@ def season_ids(value: Any) -> list[int]:
 
 
 def custom_field(raw: dict[str, Any], name: str) -> str:
-    for entry in raw.get("custom_fields") or []:
+    for entry in _list(raw.get("custom_fields"), "custom_fields"):
         if isinstance(entry, dict) and str(entry.get("name", "")).strip().lower() == name:
             return _text(entry, "value")
     return ""
@@ -122,7 +137,8 @@ def custom_field(raw: dict[str, Any], name: str) -> str:
 
 def channel_price(variation: dict[str, Any], channel: dict[str, Any], where: str) -> tuple[Decimal | None, Decimal | None]:
     """(MSRP, wholesale) of the variation's price list for ``channel``: by name, else by currency."""
-    prices = [p for p in variation.get("prices") or [] if isinstance(p, dict)]
+    prices = [p for p in _list(variation.get("prices"), f"{where}.prices") if isinstance(p, dict)]
+    channel = channel if isinstance(channel, dict) else {}
     chosen = next((p for p in prices if p.get("name") == channel.get("channel_name")), None)
     chosen = chosen or next((p for p in prices if p.get("currency") == channel.get("currency")), None)
     if chosen is None:
@@ -138,7 +154,7 @@ def changed_since(raw: dict[str, Any], since: datetime | None) -> bool:
     """True when the product changed at or after ``since`` (or its change time is unknown)."""
     if since is None:
         return True
-    updated = parse_time(raw.get("updated_at"))
+    updated = parse_time(raw.get("updated_at"), "updated_at")
     return updated is None or updated >= since
 
 
@@ -214,15 +230,18 @@ def passes_filters(product: Product, raw: dict[str, Any], *, brands: Iterable[st
 def sku_refs(raw_products: Iterable[dict[str, Any]], channel: dict[str, Any]) -> dict[str, SkuRef]:
     """SKU number -> where it lives in Uphance (sales orders and stock operations need ids)."""
     refs: dict[str, SkuRef] = {}
-    for raw in raw_products:
+    for raw in _list(raw_products, "products"):
         product_id = _get(raw, "id", int, "product")
         for v_index, variation in enumerate(_get(raw, "variations", list, f"product {product_id}")):
             where = f"product {product_id}.variations[{v_index}]"
+            variation_id = _get(variation, "id", int, where)
             msrp, wholesale = channel_price(variation, channel, where)
-            for sku in _get(variation, "skus", list, where):
+            for s_index, sku in enumerate(_get(variation, "skus", list, where)):
+                if not isinstance(sku, dict):
+                    raise ContractError(f"{where}.skus[{s_index}] is not an object")
                 number = _text(sku, "sku_number")
                 if number:
-                    refs[number] = SkuRef(_get(sku, "id", int, where), variation["id"], product_id, msrp, wholesale)
+                    refs[number] = SkuRef(_get(sku, "id", int, where), variation_id, product_id, msrp, wholesale)
     return refs
 
 
@@ -235,10 +254,12 @@ def sales_order_from_order(order: Order, refs: dict[str, SkuRef], options: Order
     The customer (and so the billing party) is the marketplace; the shipping address and contact
     are the end customer's. Lines are grouped per colour with a quantity per size, as Uphance stores them.
     """
+    if not isinstance(options.channel, dict) or not isinstance(options.channel.get("channel_ID"), int):
+        raise ContractError(f"the Uphance channel has no channel_ID: {_short(options.channel)}")
     currency = options.channel.get("currency")
     if currency and order.currency != currency:
         raise RejectedItem(f"order {order.order_number} is in {order.currency} but Uphance channel "
-                           f"{options.channel.get('channel_name')!r} sells in {currency}; choose a channel in "
+                           f"{_short(options.channel.get('channel_name'))} sells in {_short(currency)}; choose a channel in "
                            f"{order.currency}", key=order.order_number, field="currency")
     body: dict[str, Any] = {
         "order_number": order.order_number, "purchase_order_ref": order.channel_order_id,
@@ -305,7 +326,8 @@ def fulfilment_from_pick_ticket(ticket: dict[str, Any], sku_numbers: Mapping[int
     if code is None:
         # Unknown names pass through untouched: the fulfilment flow reports them to the admin.
         problems.append(f"{where}: Uphance carrier {carrier!r} has no canonical code; passed through as is")
-    shipped = parse_time(ticket.get("stock_adjusted_at")) or parse_time(ticket.get("updated_at"))
+    shipped = (parse_time(ticket.get("stock_adjusted_at"), f"{where}.stock_adjusted_at")
+               or parse_time(ticket.get("updated_at"), f"{where}.updated_at"))
     fulfilment = Fulfilment(order_number=order_number, carrier=code or carrier, tracking_number=tracking,
                             lines=_ticket_lines(ticket, where, sku_numbers, problems), service=_text(ticket, "service"),
                             shipped_at=shipped, external_id=str(ticket_id))
@@ -315,11 +337,12 @@ def fulfilment_from_pick_ticket(ticket: dict[str, Any], sku_numbers: Mapping[int
 def _ticket_lines(ticket: dict[str, Any], where: str, sku_numbers: Mapping[int, str],
                   problems: list[str]) -> list[FulfilmentLine]:
     lines: list[FulfilmentLine] = []
-    for item in ticket.get("line_items") or []:
-        for quantity in (item.get("line_quantities") or []) if isinstance(item, dict) else []:
+    for item in _list(ticket.get("line_items"), f"{where}.line_items"):
+        for quantity in _list(item.get("line_quantities"), f"{where}.line_quantities") if isinstance(item, dict) else []:
             if not isinstance(quantity, dict):
                 raise ContractError(f"{where}: a line_quantities entry is not an object")
-            number = _text(quantity, "sku_number") or sku_numbers.get(quantity.get("sku_id"), "")
+            sku_id = quantity.get("sku_id")
+            number = _text(quantity, "sku_number") or (sku_numbers.get(sku_id, "") if isinstance(sku_id, int) else "")
             count = quantity.get("quantity")
             if not number or not isinstance(count, int) or count < 1:
                 problems.append(f"{where}: line for sku_id {quantity.get('sku_id')} has no known SKU number or quantity")

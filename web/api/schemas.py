@@ -12,6 +12,10 @@ from hub.models import AccountStatus, Environment, OrderStatus, Role
 PRICE_FIELDS = ("msrp", "wholesale", "retail", "sale")
 INVENTORY_BASES = ("available", "available_from_stock", "on_hand")
 RUNNABLE_FLOWS = ("catalog", "listings", "stock", "orders", "fulfilment", "reconcile", "reset")
+MAX_ID = 2**31 - 1  # as web.access.MAX_ID: the largest id a row can have
+MAX_PAGE = 1_000_000
+ID = validate.Range(min=1, max=MAX_ID)
+PAGE = validate.Range(min=1, max=MAX_PAGE)
 
 
 class Strict(Schema):
@@ -36,10 +40,11 @@ class AccountCreate(Strict):
 class AccountHubSettings(Strict):
     """The hub's own settings of an account (the channel's settings are the plugin's schema)."""
 
-    label_id = fields.Integer(allow_none=True, metadata={"description": "the label whose products this account lists"})
-    source_account_id = fields.Integer(allow_none=True)
-    destination_account_id = fields.Integer(allow_none=True)
-    fulfilment_account_id = fields.Integer(allow_none=True)
+    label_id = fields.Integer(allow_none=True, validate=ID,
+                              metadata={"description": "the label whose products this account lists"})
+    source_account_id = fields.Integer(allow_none=True, validate=ID)
+    destination_account_id = fields.Integer(allow_none=True, validate=ID)
+    fulfilment_account_id = fields.Integer(allow_none=True, validate=ID)
     reserve_stock = fields.Integer(validate=validate.Range(min=0, max=100000),
                                    metadata={"description": "units held back from every variant's quantity"})
     price_field = fields.String(validate=validate.OneOf(PRICE_FIELDS))
@@ -202,8 +207,8 @@ class CatalogueQuery(Schema):
     q = fields.String(load_default="")
     brand = fields.String(load_default="")
     season = fields.String(load_default="")
-    label_id = fields.Integer(load_default=None, allow_none=True)
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    label_id = fields.Integer(load_default=None, allow_none=True, validate=ID)
+    page = fields.Integer(load_default=1, validate=PAGE)
 
 
 class OrderLine(Schema):
@@ -237,11 +242,11 @@ class OrderQuery(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    account_id = fields.Integer(load_default=None, allow_none=True)
+    account_id = fields.Integer(load_default=None, allow_none=True, validate=ID)
     status = fields.String(load_default=None, allow_none=True, validate=validate.OneOf([s.value for s in OrderStatus]))
     since = fields.Date(load_default=None, allow_none=True)
     until = fields.Date(load_default=None, allow_none=True)
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    page = fields.Integer(load_default=1, validate=PAGE)
 
 
 class OrderAction(Strict):

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DataError
 
 
 def register_views(app: Flask) -> None:
@@ -16,13 +17,25 @@ def register_views(app: Flask) -> None:
     app.register_error_handler(CSRFError, _csrf_error)
     for code in (400, 403, 404, 405, 409, 413, 429):
         app.register_error_handler(code, _error_page)
+    # A number too large for the database (SQLite: OverflowError) or a value too long or out of range
+    # for its column (PostgreSQL: DataError) is the request's fault, not a server error.
+    app.register_error_handler(OverflowError, _out_of_range)
+    app.register_error_handler(DataError, _out_of_range)
     app.jinja_env.filters["when"] = _when
     app.jinja_env.filters["ago"] = _ago
     app.jinja_env.filters["due"] = _due
 
 
 def _wants_json() -> bool:
-    return request.blueprint == "api" or request.accept_mimetypes.best == "application/json"
+    return (request.blueprint == "api" or request.path.startswith("/api/")
+            or request.accept_mimetypes.best == "application/json")
+
+
+def _out_of_range(_error: Exception) -> Any:
+    message = "A number or text in the request is too large for its field; nothing was changed."
+    if _wants_json():
+        return jsonify(error=message), 400
+    return render_template("error.html", code=400, title=TITLES[400], message=message), 400
 
 
 def _csrf_error(error: CSRFError) -> Any:

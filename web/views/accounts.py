@@ -22,6 +22,7 @@ from web.api.schemas import AccountHubSettings
 bp = Blueprint("accounts", __name__, url_prefix="/accounts")
 
 CRED, SET = "cred-", "set-"
+NAME_MAX = 100
 
 
 # -- adding ----------------------------------------------------------------------------------------
@@ -57,6 +58,8 @@ def create():  # type: ignore[no-untyped-def]
     creds_raw, cred_errors = forms.read(cls.credentials_schema, request.form, CRED, {}, secret_fields=cls.secret_fields)
     settings_raw, set_errors = forms.read(cls.settings_schema, request.form, SET, {}, secret_fields=cls.secret_fields)
     errors = _prefixed(CRED, cred_errors) | _prefixed(SET, set_errors)
+    if len(name) > NAME_MAX:  # as the API's AccountCreate; the column holds 100 characters
+        errors["name"] = [f"at most {NAME_MAX} characters"]
     try:
         credentials = _validated(cls.validate_credentials, creds_raw, CRED, errors)
         settings = _validated(cls.validate_settings, settings_raw, SET, errors)

@@ -21,6 +21,7 @@ from web.access import actor, allow, db, org_id, owned
 bp = Blueprint("catalogue", __name__, url_prefix="/catalogue")
 
 PAGE = 50
+SEARCH_MAX = 200  # longer search text matches nothing useful, and SQLite refuses LIKE patterns over 50,000 bytes
 LISTING = "listing"
 
 
@@ -33,7 +34,7 @@ def _listing_binding(account_id: int) -> Any:
 def product_query(args: Any) -> Any:
     """The organisation's products narrowed by the catalogue filters (shared with the API)."""
     query = select(Product).where(Product.organisation_id == org_id())
-    text = (args.get("q") or "").strip()
+    text = (args.get("q") or "").strip()[:SEARCH_MAX]
     if text:
         like = f"%{text}%"
         query = query.where(or_(Product.title.ilike(like), Product.parent_sku.ilike(like),

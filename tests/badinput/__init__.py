@@ -1,0 +1,1 @@
+"""Bad input: malformed remote payloads, fuzzed API requests and broken forms (see docs/security.md)."""

@@ -1,0 +1,1 @@
+"""Security guarantees and the tests that prove them (see docs/security.md)."""
