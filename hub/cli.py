@@ -242,6 +242,7 @@ def account_create(org_slug: str, name: str, plugin: str, environment: str, base
                    credentials: tuple[str, ...], settings: tuple[str, ...]) -> None:
     """Create an account in Setup; credentials are validated by the channel and stored encrypted."""
     from hub.accounts import create_account
+    from hub.netpolicy import check_base_url
     from hub.users import get_organisation
 
     hub = _hub()
@@ -251,7 +252,7 @@ def account_create(org_slug: str, name: str, plugin: str, environment: str, base
     with hub.db.session() as session:
         created = create_account(session, get_organisation(session, org_slug).id, name, plugin, environment,
                                  creds, chosen, hub.box, "cli", fulfilment_mandatory=channel.fulfilment_mandatory)
-        created.base_url = base_url
+        created.base_url = check_base_url(base_url, environment) if base_url else None
         click.echo(f"account {created.id} {created.name!r} created in {created.status.value}")
 
 

@@ -19,6 +19,7 @@ from hub.config import Config, load_config
 from hub.errors import ConfigurationError
 from hub.http import RedactingFilter
 from hub.models import ChannelAccount
+from hub.netpolicy import check_base_url
 from hub.plugins import ChannelhubPluginManager, get_plugin_manager
 from hub.secrets import CredentialBox, load_or_create_key
 
@@ -37,8 +38,14 @@ class Connector:
         return self.pm.channel_class(account.plugin)
 
     def open(self, account: ChannelAccount) -> Channel:
-        """A channel instance for ``account`` with decrypted credentials and the hub's services."""
+        """A channel instance for ``account`` with decrypted credentials and the hub's services.
+
+        A non-sandbox account's base URL is checked again here, not only when saved: its name may
+        have come to resolve to an internal address since (DNS rebinding).
+        """
         channel_class = self.channel_class(account)
+        if account.base_url:
+            check_base_url(account.base_url, _value(account.environment))
         credentials = self.box.decrypt(account.credentials_encrypted) if account.credentials_encrypted else {}
         services = ChannelServices(
             account=account_info(account),
@@ -68,6 +75,10 @@ def has_role(account: ChannelAccount, *roles: Role) -> bool:
     except ConfigurationError:
         return False
     return any(channel_class.has_role(role) for role in roles)
+
+
+def _value(member: object) -> str:
+    return str(getattr(member, "value", member))
 
 
 def account_info(account: ChannelAccount) -> AccountInfo:

@@ -57,10 +57,16 @@ def create_user(
     return user
 
 
+# Checked against when no such user exists, so a sign-in takes as long for an unknown e-mail as
+# for a known one and its timing does not reveal who has an account.
+_DUMMY_HASH = generate_password_hash("channelhub-no-such-user")
+
+
 def authenticate(session: Session, email: str, password: str) -> User | None:
     """The active user with this e-mail and password, or None (never saying which part was wrong)."""
     user = session.scalar(select(User).where(User.email == email.strip().lower()))
-    if user is None or not user.active or not check_password_hash(user.password_hash, password):
+    matches = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
+    if user is None or not user.active or not matches:
         return None
     return user
 

@@ -112,3 +112,18 @@ def test_account_lifecycle_from_the_command_line(instance, tmp_path):
     assert events.count("account.transition") == 4 and "[cli]" in events
     raw = (instance / "channelhub.db").read_bytes() + b"".join(p.read_bytes() for p in instance.glob("*-wal"))
     assert b"tok-very-secret-123" not in raw
+
+
+def test_a_production_account_needs_an_https_public_base_url(instance, tmp_path):
+    from tests.fixtures.fakedist import install_fake_plugin
+
+    site = tmp_path / "site"
+    install_fake_plugin(site, dist_name="channelhub-memory", version="0.0.1", entry_name="memory",
+                        module="channelhub_memory", source=MEMORY_PLUGIN)
+    ok(channelhub(instance, "org", "create", "Acme", "--slug", "acme", site=site))
+    refused = channelhub(instance, "account", "create", "--org", "acme", "--name", "Prod", "--plugin", "memory",
+                         "--environment", "production", "--base-url", "http://127.0.0.1:8101",
+                         "--credential", "token=t0ken-xyz", "--setting", "remote=x", site=site)
+    assert refused.returncode == 1 and "base_url" in refused.stderr and "Traceback" not in refused.stderr
+    listed = ok(channelhub(instance, "account", "list", site=site))
+    assert "Prod" not in listed  # refused before anything was stored
