@@ -114,6 +114,10 @@ class MemoryChannel(Channel):
         return [copy.deepcopy(order) for key, order in state.orders.items()
                 if since is None or state.order_changed_at.get(key, datetime.max) >= since]
 
+    def pull_orders_by_id(self, order_ids: list[str]):
+        state = self._call("pull_orders_by_id")
+        return [copy.deepcopy(state.orders[key]) for key in order_ids if key in state.orders]
+
     def send_fulfilment(self, order: Order, fulfilment: Fulfilment) -> ItemResult:
         state = self._call("send_fulfilment")
         if fulfilment.carrier not in state.carriers:

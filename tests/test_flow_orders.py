@@ -15,7 +15,9 @@ from hub.flows import stock as stock_flow
 from hub.flows.reset import RESET_SETTING
 from hub.hookspecs import hookimpl
 from hub.locks import LocalLocks
-from hub.models import AccountStatus, OrderStatus, RunStatus, utcnow
+from sqlalchemy import select
+
+from hub.models import AccountStatus, Order, OrderStatus, RunStatus, utcnow
 from tests.flows_fixtures_b import FullMemoryChannel, OrdersHub, extra, ordershub  # noqa: F401
 from tests.memory_channel import MemoryChannel
 from tests.storage_fixtures import box, database, organisation  # noqa: F401
@@ -75,7 +77,8 @@ def test_the_cursor_moves_to_the_newest_change_and_the_next_pull_overlaps(orders
     newest = ordershub.place(scene.market, "1002", {"TEE-1": 1}).placed_at
     seen: list = []
     original = orders_flow.pull
-    monkeypatch.setattr(orders_flow, "pull", lambda ctx, channel, since: seen.append(since) or original(ctx, channel, since))
+    monkeypatch.setattr(orders_flow, "pull",
+                        lambda ctx, channel, since, ids: seen.append(since) or original(ctx, channel, since, ids))
 
     ordershub.run(scene.marketplace, "orders")
     ordershub.run(scene.marketplace, "orders")
@@ -83,6 +86,29 @@ def test_the_cursor_moves_to_the_newest_change_and_the_next_pull_overlaps(orders
     with ordershub.db.session() as session:
         assert cursors.read_time(session, scene.marketplace, "orders") == newest
     assert seen == [None, newest - orders_flow.PULL_OVERLAP]
+
+
+def test_a_webhook_pull_takes_just_the_named_orders_and_leaves_the_cursor(ordershub: OrdersHub, pushes: list) -> None:
+    scene = ordershub.scene()
+    ordershub.seed("TEE-1")
+    ordershub.place(scene.market, "1001", {"TEE-1": 1})
+    ordershub.run(scene.marketplace, "orders")
+    with ordershub.db.session() as session:
+        cursor = cursors.read_time(session, scene.marketplace, "orders")
+    ordershub.place(scene.market, "1002", {"TEE-1": 1})
+    ordershub.place(scene.market, "1003", {"TEE-1": 1})
+
+    ordershub.run(scene.marketplace, "orders", order_ids=["C1003"])
+
+    assert scene.market.calls["pull_orders_by_id"] == 1
+    with ordershub.db.session() as session:
+        numbers = set(session.scalars(select(Order.order_number).where(Order.account_id == scene.marketplace)))
+        assert cursors.read_time(session, scene.marketplace, "orders") == cursor  # 1002 is still ahead of it
+    assert numbers == {"1001", "1003"}
+    ordershub.run(scene.marketplace, "orders")  # the next scheduled pull picks up what the webhook did not name
+    with ordershub.db.session() as session:
+        numbers = set(session.scalars(select(Order.order_number).where(Order.account_id == scene.marketplace)))
+    assert numbers == {"1001", "1002", "1003"}
 
 
 def test_an_order_pulled_again_is_neither_imported_nor_created_twice(ordershub: OrdersHub, pushes: list) -> None:
@@ -141,8 +167,8 @@ def test_two_workers_pulling_the_same_orders_at_once_import_and_route_each_once(
     both_pulled = threading.Barrier(2, timeout=20)
     original_pull = orders_flow.pull
 
-    def pull_then_wait(ctx, channel, since):  # type: ignore[no-untyped-def]
-        pulled = original_pull(ctx, channel, since)
+    def pull_then_wait(ctx, channel, since, order_ids):  # type: ignore[no-untyped-def]
+        pulled = original_pull(ctx, channel, since, order_ids)
         both_pulled.wait()  # both workers hold the same orders before either stores them
         return pulled
 

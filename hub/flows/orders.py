@@ -96,8 +96,10 @@ def run_orders(ctx: FlowContext) -> None:
         since = cursors.read_time(session, account.id, STREAM, overlap=PULL_OVERLAP)
         channel = open_channel(account)
         account_id, organisation_id = account.id, account.organisation_id
-    pulled = pull(ctx, channel, since)
-    batch = store_batch(ctx, account_id, pulled)
+    targeted = [str(order_id) for order_id in ctx.params.get("order_ids") or []]
+    pulled = pull(ctx, channel, since, targeted)
+    # A webhook's targeted pull says nothing about orders it did not name: the cursor stays put.
+    batch = store_batch(ctx, account_id, pulled, move_cursor=not targeted)
     batch.report(ctx)
     check_oversell(ctx, account_id, batch.imported)
     push_stock(ctx, organisation_id, account_id, batch.stock_skus)
@@ -120,9 +122,13 @@ def skip_reason(account: ChannelAccount) -> str | None:
     return None
 
 
-def pull(ctx: FlowContext, channel: Channel, since: datetime | None) -> list[canonical.Order]:
-    """Every order the marketplace changed since ``since``; a failure mid-way raises (nothing stored)."""
-    orders = list(channel.pull_orders(since))
+def pull(ctx: FlowContext, channel: Channel, since: datetime | None, order_ids: list[str]) -> list[canonical.Order]:
+    """The orders a webhook named (when the channel can pull just those), else every order the
+    marketplace changed since ``since``; a failure mid-way raises (nothing stored)."""
+    if order_ids and channel.implements("pull_orders_by_id"):
+        orders = list(channel.pull_orders_by_id(order_ids))
+    else:
+        orders = list(channel.pull_orders(since))
     ctx.add_api_calls(1)
     return orders
 
@@ -151,7 +157,7 @@ class StoredBatch:
             ctx.item(key, outcome, message, item_field)
 
 
-def store_batch(ctx: FlowContext, account_id: int, pulled: list[canonical.Order]) -> StoredBatch:
+def store_batch(ctx: FlowContext, account_id: int, pulled: list[canonical.Order], *, move_cursor: bool = True) -> StoredBatch:
     """Import new orders, apply changes to known ones, and move the cursor — one transaction."""
     batch = StoredBatch()
     with ctx.db.session() as session:
@@ -165,7 +171,7 @@ def store_batch(ctx: FlowContext, account_id: int, pulled: list[canonical.Order]
         for remote in sorted(pulled, key=lambda order: order.channel_order_id):
             _store_one(ctx, session, account, remote, variants, batch)
             batch.seen(changed_at(remote))
-        if batch.newest is not None:
+        if move_cursor and batch.newest is not None:
             advance_cursor(session, account.id, STREAM, batch.newest)
     return batch
 
