@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test install services clean
+.PHONY: demo test install services clean bench bench-quick
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Benchmarks print ratios and append them to bench/RESULTS.md (not tests; see bench/README.md).
+bench: $(STAMP)
+	$(PY) bench/stock_sync.py && $(PY) bench/catalog_import.py && $(PY) bench/rate_limits.py
+
+bench-quick: $(STAMP)
+	$(PY) bench/stock_sync.py --quick && $(PY) bench/catalog_import.py --quick && $(PY) bench/rate_limits.py --quick
 
 services:
 	bash .ci/services

@@ -130,8 +130,14 @@ def demo(host: str, port: int, sandbox_port: int, skus: int, orders_per_minute: 
 @cli.command()
 @click.option("--lane", "lanes", multiple=True, help="Only these lanes (orders, stock, catalog, reconcile).")
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
-def worker(lanes: tuple[str, ...], burst: bool) -> None:
-    """Run an RQ worker for the fleet (needs CHANNELHUB_REDIS_URL)."""
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes to supervise; SIGTERM drains them (jobs in flight finish).")
+def worker(lanes: tuple[str, ...], burst: bool, processes: int) -> None:
+    """Run RQ workers for the fleet (needs CHANNELHUB_REDIS_URL)."""
+    if processes > 1:
+        from hub.workerpool import run_worker_pool
+
+        sys.exit(run_worker_pool(_fleet_config(), processes, lanes=list(lanes) or None, burst=burst))
     from hub.runtime import run_worker
 
     run_worker(_fleet_config(), lanes=list(lanes) or None, burst=burst)

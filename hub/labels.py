@@ -459,21 +459,44 @@ def select_variants(session: Session, account: ChannelAccount, *, skus: Iterable
 def exclusion_for(variant: Variant, account: ChannelAccount, *, labelled: bool) -> Exclusion | None:
     """Why ``variant`` is not listed on ``account``, or None when it is."""
     product = variant.product
-    if variant.duplicate:
-        return Exclusion(variant, f"SKU {variant.sku} appears more than once in the source catalogue: kept out of "
-                                  "every sync until it is unique there (then run a full catalogue import)", True)
+    found = exclusion_reason(account, sku=variant.sku, duplicate=variant.duplicate, labelled=labelled,
+                             source_account_id=product.source_account_id, product_active=product.active,
+                             variant_active=variant.active, brand=product.brand, season=product.season)
+    return None if found is None else Exclusion(variant, *found)
+
+
+def exclusion_reason(
+    account: ChannelAccount,
+    *,
+    sku: str,
+    duplicate: bool,
+    labelled: bool,
+    source_account_id: int | None,
+    product_active: bool,
+    variant_active: bool,
+    brand: str | None,
+    season: str | None,
+) -> tuple[str, bool] | None:
+    """:func:`exclusion_for` on plain column values: (reason, problem), or None when it is listed.
+
+    The stock flow plans from columns (no ORM objects for unchanged SKUs) and uses this directly.
+    """
+    if duplicate:
+        reason = (f"SKU {sku} appears more than once in the source catalogue: kept out of "
+                  "every sync until it is unique there (then run a full catalogue import)")
+        return reason, True
     if not labelled:
-        return Exclusion(variant, "it no longer carries the account's label", False)
-    if account.source_account_id is not None and product.source_account_id != account.source_account_id:
-        return Exclusion(variant, "it does not come from the account's source", False)
-    if not product.active:
-        return Exclusion(variant, "its product is deactivated in the source", False)
-    if not variant.active:
-        return Exclusion(variant, "it is deactivated in the source", False)
-    if account.brand_filter and _norm(product.brand) not in {_norm(b) for b in account.brand_filter}:
-        return Exclusion(variant, f"brand {product.brand!r} is outside the account's brand filter", False)
-    if account.season_filter and _norm(product.season) not in {_norm(s) for s in account.season_filter}:
-        return Exclusion(variant, f"season {product.season!r} is outside the account's season filter", False)
+        return "it no longer carries the account's label", False
+    if account.source_account_id is not None and source_account_id != account.source_account_id:
+        return "it does not come from the account's source", False
+    if not product_active:
+        return "its product is deactivated in the source", False
+    if not variant_active:
+        return "it is deactivated in the source", False
+    if account.brand_filter and _norm(brand) not in {_norm(b) for b in account.brand_filter}:
+        return f"brand {brand!r} is outside the account's brand filter", False
+    if account.season_filter and _norm(season) not in {_norm(s) for s in account.season_filter}:
+        return f"season {season!r} is outside the account's season filter", False
     return None
 
 

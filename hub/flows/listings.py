@@ -173,13 +173,14 @@ def run(ctx: FlowContext) -> None:
     channel = open_channel(account)
     done = 0
     ctx.progress(0, len(plan))
-    for batch in channel.limits.batches(plan):
-        results = channel.push_listings([push.listing for push in batch])
-        ctx.add_api_calls(1)
-        with ctx.db.session() as session:
-            _record(session, ctx, account, batch, results, rejected)
-        done += len(batch)
-        ctx.progress(done, len(plan))
+    with stock.stock_session(channel):
+        for batch in channel.limits.batches(plan):
+            results = channel.push_listings([push.listing for push in batch])
+            ctx.add_api_calls(1)
+            with ctx.db.session() as session:
+                _record(session, ctx, account, batch, results, rejected)
+            done += len(batch)
+            ctx.progress(done, len(plan))
 
     with ctx.db.session() as session:
         report_rejections(session, account, "listing.rejected", rejected, run_id=ctx.run_id, what="listing(s)",

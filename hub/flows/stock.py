@@ -29,13 +29,14 @@ uses it when an order arrives, so every other marketplace hears of the sale at o
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import String, and_, cast, func, select
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from hub import labels
 from hub.bindings import LISTING, bind, record_error
@@ -47,7 +48,8 @@ from hub.events import emit
 from hub.flows.reset import reset_in_progress
 from hub.jobs import FlowContext, Verdict, create_run, enqueuer, execute_run, fail_run, register_flow
 from hub.locks import LocalLocks
-from hub.models import AccountStatus, Binding, ChannelAccount, Event, Order, OrderLine, OrderStatus, Variant, utcnow
+from hub.models import (AccountStatus, Binding, ChannelAccount, Event, LabelAssignment, Order, OrderLine, OrderStatus,
+                        Organisation, Product, StockLevel, Variant, utcnow)
 from hub.notify import report_rejections
 from hub.plugins import get_plugin_manager
 from hub.records import Listing
@@ -174,6 +176,23 @@ def pending_units(session: Session, organisation_id: int, skus: Iterable[str]) -
     return found
 
 
+def pending_units_all(session: Session, organisation_id: int) -> dict[str, int]:
+    """:func:`pending_units` for every SKU at once: one grouped query instead of one per 500 SKUs
+    (a whole-catalogue stock run; orders waiting to be routed are few, whatever the catalogue size)."""
+    rows = session.execute(
+        select(OrderLine.sku, func.sum(OrderLine.quantity))
+        .join(Order, Order.id == OrderLine.order_id)
+        .where(
+            Order.organisation_id == organisation_id,
+            Order.status == OrderStatus.IMPORTED,
+            Order.third_party_managed.is_(False),
+            OrderLine.status != "cancelled",
+        )
+        .group_by(OrderLine.sku)
+    )
+    return {sku: int(units or 0) for sku, units in rows}
+
+
 # -- the flow ---------------------------------------------------------------------------------------
 
 
@@ -227,21 +246,46 @@ def run(ctx: FlowContext) -> None:
     rejected: dict[str, str] = {}
     done = 0
     ctx.progress(0, len(plan))
-    for batch in channel.limits.batches(plan):
-        results = channel.push_stock([push.listing for push in batch])
-        ctx.add_api_calls(1)
-        with ctx.db.session() as session:
-            _record(session, ctx, account, batch, results, rejected)
-        done += len(batch)
-        ctx.progress(done, len(plan))
+    with stock_session(channel):
+        for batch in channel.limits.batches(plan):
+            results = channel.push_stock([push.listing for push in batch])
+            ctx.add_api_calls(1)
+            with ctx.db.session() as session:
+                _record(session, ctx, account, batch, results, rejected)
+            done += len(batch)
+            ctx.progress(done, len(plan))
 
     with ctx.db.session() as session:
         report_rejections(session, account, "stock.rejected", rejected, run_id=ctx.run_id,
                           what="stock update(s)", advice="Check the SKUs on the marketplace; they are pushed again next run.")
 
 
+def stock_session(channel: Any) -> Any:
+    """The channel's ``stock_session()`` context (per-run caches, e.g. The Iconic's reservations
+    read once per run instead of once per batch), or a no-op for channels without one."""
+    session = getattr(channel, "stock_session", None)
+    return session() if callable(session) else nullcontext()
+
+
 def _plan(ctx: FlowContext, session: Session, account: ChannelAccount, skus: list[str] | None, *, force: bool) -> list[StockPush]:
-    """What to push: listed, selected variants whose quantity changed, and 0 for listed ones that left."""
+    """What to push: listed, selected variants whose quantity changed, and 0 for listed ones that left.
+
+    Planned from columns (:func:`_plan_rows`): the stock rule is evaluated on one row per variant and
+    ORM objects are loaded only for the SKUs that changed, so an unchanged catalogue costs a few
+    microseconds per SKU. With ``channelhub_adjust_quantity`` plugins installed (they receive the
+    Variant object) the whole selection is loaded instead (:func:`_plan_objects`).
+    """
+    if _adjusting_plugins() or len(set(account.warehouses or [])) != len(account.warehouses or []):
+        return _plan_objects(ctx, session, account, skus, force=force)
+    return _plan_rows(ctx, session, account, skus, force=force)
+
+
+def _adjusting_plugins() -> bool:
+    return bool(get_plugin_manager().hook.channelhub_adjust_quantity.get_hookimpls())
+
+
+def _plan_objects(ctx: FlowContext, session: Session, account: ChannelAccount, skus: list[str] | None, *,
+                  force: bool) -> list[StockPush]:
     selection = labels.select_variants(session, account, skus=skus)
     listed = bindings_by_internal(session, account.id, LISTING)
     pushed = bindings_by_internal(session, account.id, STOCK)
@@ -255,22 +299,120 @@ def _plan(ctx: FlowContext, session: Session, account: ChannelAccount, skus: lis
         quantity = quantity_for(variant, account, pending.get(variant.sku, 0))
         if force or _changed(pushed.get(str(variant.id)), quantity.quantity):
             plan.append(StockPush(variant, quantity))
-    withdrawals = _withdrawals(session, account, selection, listed, pushed, skus)
+    selected = {str(variant.id) for variant in selection.variants}
+    withdrawals = _withdrawals(session, account, selected, listed, pushed, skus)
     withdrawn = {push.sku for push in withdrawals}
     for exclusion in selection.problems:
         if exclusion.variant.sku not in withdrawn:  # a withdrawn one is reported once, as the withdrawal
             ctx.item(exclusion.variant.sku, "skipped", exclusion.reason)
-    return _with_listings(ctx, account, plan + withdrawals, listed)
+    return _with_listings(ctx, account, plan + withdrawals, {key: b.external_id for key, b in listed.items()})
 
 
-def _with_listings(ctx: FlowContext, account: ChannelAccount, plan: list[StockPush], listed: dict[str, Binding]) -> list[StockPush]:
+def _plan_rows(ctx: FlowContext, session: Session, account: ChannelAccount, skus: list[str] | None, *,
+               force: bool) -> list[StockPush]:
+    """:func:`_plan_objects` without building an ORM object per selected variant (same decisions)."""
+    basis = account.inventory_basis
+    if basis not in BASES:
+        raise ConfigurationError(f"inventory basis must be one of {', '.join(BASES)}, not {basis!r}")
+    rows = _selection_rows(session, account, skus)
+    selected_rows = []
+    problems: list[tuple[str, str]] = []
+    plain = not (account.brand_filter or account.season_filter)
+    for row in rows:
+        (_, sku, duplicate, active, product_active, brand, season, source_id, *_) = row
+        if plain and active and product_active and not duplicate and (
+                account.source_account_id is None or source_id == account.source_account_id):
+            selected_rows.append(row)  # the common case, decided without building a reason
+            continue
+        found = labels.exclusion_reason(
+            account, sku=sku, duplicate=duplicate, labelled=True, source_account_id=source_id,
+            product_active=product_active, variant_active=active, brand=brand, season=season)
+        if found is None:
+            selected_rows.append(row)
+        elif found[1]:
+            problems.append((sku, found[0]))
+    pending = (pending_units_all(session, account.organisation_id) if skus is None
+               else pending_units(session, account.organisation_id, (row[1] for row in selected_rows)))
+    reserve = max(0, account.reserve_stock or 0)
+    changed: list[tuple[int, str]] = []  # (variant id, listing external id)
+    for variant_id, sku, _, _, _, _, _, _, total, external_id, pushed in selected_rows:
+        if external_id is None:  # no listing binding
+            if skus is not None:
+                ctx.item(sku, "skipped", "not listed on this account yet: the listings flow lists it first")
+            continue
+        # The stock rule (compute_quantity) on the row's basis total, without building its explanation.
+        quantity = int(total) - (max(0, pending[sku]) if sku in pending else 0) - reserve
+        if force or pushed != str(max(0, quantity)):
+            changed.append((variant_id, external_id))
+    variants = _variants_by_id(session, [variant_id for variant_id, _ in changed])
+    plan = []
+    for variant_id, _ in changed:  # already in SKU order
+        variant = variants[variant_id]
+        quantity = quantity_for(variant, account, pending.get(variant.sku, 0))  # the same number, with its reasons
+        plan.append(StockPush(variant, quantity))
+    external_ids = {str(variant_id): external_id for variant_id, external_id in changed}
+    selected = {str(row[0]) for row in selected_rows}
+    listed = {internal for internal in session.scalars(
+        select(Binding.internal_id).where(Binding.account_id == account.id, Binding.kind == LISTING))}
+    left = [internal for internal in listed - selected]
+    withdrawals = _withdrawals(session, account, selected, bindings_by_internal(session, account.id, LISTING, left),
+                               bindings_by_internal(session, account.id, STOCK, left), skus) if left else []
+    external_ids.update((str(push.variant.id), push.variant.sku) for push in withdrawals)
+    if withdrawals:
+        listing = bindings_by_internal(session, account.id, LISTING, [push.variant.id for push in withdrawals])
+        external_ids.update((key, binding.external_id) for key, binding in listing.items())
+    withdrawn = {push.sku for push in withdrawals}
+    for sku, reason in problems:
+        if sku not in withdrawn:  # a withdrawn one is reported once, as the withdrawal
+            ctx.item(sku, "skipped", reason)
+    return _with_listings(ctx, account, plan + withdrawals, external_ids)
+
+
+def _selection_rows(session: Session, account: ChannelAccount, skus: list[str] | None) -> list[tuple[Any, ...]]:
+    """One tuple per labelled variant (``labels.select_variants``' query, as columns): id, sku,
+    duplicate, active, product active, brand, season, source account, its basis total summed in the
+    database over the account's warehouses (all locations when none; 0 without stock levels), its
+    listing's external id (None: not listed) and the quantity last pushed (STOCK fingerprint)."""
+    if account.label_id is None:
+        return []
+    column = getattr(StockLevel, account.inventory_basis)
+    totals = select(StockLevel.variant_id, func.sum(column).label("total")).where(
+        StockLevel.variant_id.in_(select(LabelAssignment.variant_id).where(LabelAssignment.label_id == account.label_id)))
+    if account.warehouses:
+        totals = totals.where(StockLevel.location.in_(list(account.warehouses)))
+    totals = totals.group_by(StockLevel.variant_id).subquery()
+    listing = aliased(Binding)
+    pushed = aliased(Binding)
+    internal = cast(Variant.id, String)
+    query = (
+        select(Variant.id, Variant.sku, Variant.duplicate, Variant.active, Product.active,
+               Product.brand, Product.season, Product.source_account_id, func.coalesce(totals.c.total, 0),
+               listing.external_id, pushed.fingerprint)
+        .join(LabelAssignment, LabelAssignment.variant_id == Variant.id)
+        .join(Product, Product.id == Variant.product_id)
+        .outerjoin(totals, totals.c.variant_id == Variant.id)
+        .outerjoin(listing, and_(listing.account_id == account.id, listing.kind == LISTING, listing.internal_id == internal))
+        .outerjoin(pushed, and_(pushed.account_id == account.id, pushed.kind == STOCK, pushed.internal_id == internal))
+        .where(LabelAssignment.label_id == account.label_id, Variant.organisation_id == account.organisation_id)
+        .order_by(Variant.sku)
+    )
+    if account.source_account_id is not None:
+        query = query.where(Product.source_account_id == account.source_account_id)
+    if skus is None:
+        return list(session.execute(query))
+    wanted = sorted(set(skus))
+    rows = [row for chunk in labels.chunked(wanted) for row in session.execute(query.where(Variant.sku.in_(chunk)))]
+    return sorted(rows, key=lambda row: row[1])
+
+
+def _with_listings(ctx: FlowContext, account: ChannelAccount, plan: list[StockPush], external_ids: Mapping[str, str]) -> list[StockPush]:
     """Give each push its Listing record; ``push_stock`` takes listings, as channels without a
     stock-only call fall back to ``push_listings``. One that cannot be built is reported, not sent."""
     from hub.flows.listings import build_listing  # the listings flow builds on this module's stock rule
 
     ready = []
     for push in plan:
-        external_id = listed[str(push.variant.id)].external_id
+        external_id = external_ids[str(push.variant.id)]
         try:
             push.listing = build_listing(push.variant, account, push.quantity.quantity, external_id=external_id)
         except (RejectedItem, ValidationError) as error:
@@ -280,20 +422,20 @@ def _with_listings(ctx: FlowContext, account: ChannelAccount, plan: list[StockPu
     return ready
 
 
-def _changed(binding: Binding | None, quantity: int) -> bool:
+def _changed(binding: Any, quantity: int) -> bool:
     return binding is None or binding.fingerprint != str(quantity)
 
 
 def _withdrawals(
     session: Session,
     account: ChannelAccount,
-    selection: labels.Selection,
-    listed: dict[str, Binding],
-    pushed: dict[str, Binding],
+    selected: set[str],
+    listed: Mapping[str, Any],
+    pushed: Mapping[str, Any],
     skus: list[str] | None,
 ) -> list[StockPush]:
-    """Listed variants that left the selection and do not show 0 yet: 0 is pushed to each, once."""
-    selected = {str(variant.id) for variant in selection.variants}
+    """Listed variants that left the selection (``selected``: the variant ids still in it, as strings)
+    and do not show 0 yet: 0 is pushed to each, once."""
     candidates = [int(internal) for internal in listed
                   if internal not in selected and internal.isdigit() and _changed(pushed.get(internal), 0)]
     variants = _variants_by_id(session, candidates)
@@ -317,17 +459,25 @@ def _record(
     rejected: dict[str, str],
 ) -> None:
     answers = {result.key: result for result in results}
+    # One query for the batch's bindings rather than two per SKU; and the organisation held in the
+    # session's (weak) identity map, so the event hooks' look-up of it does not reload it per event.
+    known = bindings_by_internal(session, account.id, STOCK, [push.variant.id for push in batch])
+    organisation = session.get(Organisation, account.organisation_id)  # noqa: F841 - kept alive on purpose
     for push in batch:
         result = answers.get(push.sku)
         if result is None:
             ctx.item(push.sku, "failed", "the channel gave no result for this SKU; it is pushed again next run")
         elif result.ok:
-            record_pushed(session, account, push.variant.id, push.sku, push.quantity, run_id=ctx.run_id, text=push.text)
+            record_pushed(session, account, push.variant.id, push.sku, push.quantity, run_id=ctx.run_id, text=push.text,
+                          binding=known.get(str(push.variant.id)))
             ctx.item(push.sku, "ok", push.text)
         else:
             record_error(session, account.id, LISTING, push.variant.id, f"stock update refused: {result.message}")
             ctx.item(push.sku, "rejected", result.message, result.field)
             rejected[push.sku] = result.message
+
+
+_LOOK_IT_UP = object()
 
 
 def record_pushed(
@@ -339,18 +489,25 @@ def record_pushed(
     *,
     run_id: int | None,
     text: str | None = None,
+    binding: Any = _LOOK_IT_UP,
 ) -> bool:
     """Remember the quantity a marketplace now shows and explain it in the audit log.
 
     Returns False (and writes nothing) when it already showed that quantity. Used by this flow and
-    by the listings flow, whose listings carry a quantity too.
+    by the listings flow, whose listings carry a quantity too. ``binding``: the variant's STOCK
+    binding (or None) when the caller fetched a batch of them; looked up here otherwise.
     """
-    binding = bindings_by_internal(session, account.id, STOCK, [variant_id]).get(str(variant_id))
+    if binding is _LOOK_IT_UP:
+        binding = bindings_by_internal(session, account.id, STOCK, [variant_id]).get(str(variant_id))
     if binding is not None and binding.fingerprint == str(quantity.quantity):
         return False
     previous = int(binding.fingerprint) if binding is not None and (binding.fingerprint or "").isdigit() else None
-    bind(session, account.id, STOCK, internal_id=variant_id, external_id=sku,
-         fingerprint=str(quantity.quantity), sent_at=utcnow())
+    if binding is not None:  # what bind() does to an existing binding, without looking it up again
+        binding.external_id, binding.fingerprint = sku, str(quantity.quantity)
+        binding.last_sent_at, binding.last_error = utcnow(), None
+    else:
+        bind(session, account.id, STOCK, internal_id=variant_id, external_id=sku,
+             fingerprint=str(quantity.quantity), sent_at=utcnow())
     text = text or quantity.text
     emit(session, organisation_id=account.organisation_id, account_id=account.id, run_id=run_id,
          kind="stock.pushed", message=f"{sku}: {account.name} now shows {quantity.quantity} ({text})",

@@ -1,0 +1,284 @@
+"""What every benchmark shares: sandboxes served over loopback in a child process, a throw-away
+database (a fresh PostgreSQL schema, or a SQLite file), memory and CPU meters, and RESULTS.md.
+
+Sandboxes run in a **separate process** so their CPU and memory are not counted as the hub's: the
+hub's CPU is the bench process's own ``process_time`` and its peak RSS is the bench process's
+``VmHWM`` (reset between phases through ``/proc/self/clear_refs``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import multiprocessing
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "bench" / "RESULTS.md"
+POSTGRES_URL = os.environ.get("CHANNELHUB_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("CHANNELHUB_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+
+# -- meters ------------------------------------------------------------------------------------------
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since the last reset, in MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class Measure:
+    wall: float = 0.0
+    cpu: float = 0.0
+    peak_rss_mb: float = 0.0
+
+
+@contextmanager
+def measured() -> Iterator[Measure]:
+    """Wall time, this process's CPU time (all threads) and peak RSS of the block."""
+    result = Measure()
+    reset_peak_rss()
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        yield result
+    finally:
+        result.wall = time.perf_counter() - wall
+        result.cpu = time.process_time() - cpu
+        result.peak_rss_mb = peak_rss_mb()
+
+
+# -- RESULTS.md --------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    memory = ""
+    try:
+        kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        memory = f", {kb / 1024 / 1024:.0f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    return f"{platform.node() or 'host'} ({os.cpu_count()} cores{memory}, Python {platform.python_version()})"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def record(bench: str, summary: str, lines: list[str]) -> None:
+    """Print the figures and append them to bench/RESULTS.md with date, machine and commit."""
+    stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    header = f"## {bench} — {stamp} — commit {commit()} — {machine()}"
+    block = "\n".join([header, "", f"`{' '.join(sys.argv)}`", "", *lines, "", f"**Summary:** {summary}", "", ""])
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmark results\n\nAppended by the scripts in `bench/` (see bench/README.md).\n\n")
+    with RESULTS.open("a") as handle:
+        handle.write(block)
+    print("\n".join(lines))
+    print(f"SUMMARY {bench}: {summary}")
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "n/a"
+
+
+# -- sandboxes in a child process --------------------------------------------------------------------
+
+
+class _Counting:
+    """WSGI wrapper of a sandbox: counts (method, path) and answer status, beside FaultMiddleware."""
+
+    def __init__(self, app: Any) -> None:
+        import threading
+
+        self.app = app
+        self.calls: Counter = Counter()
+        self.statuses: Counter = Counter()
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict, start_response: Callable) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_control"):
+            return self.app(environ, start_response)
+
+        def counting_start(status: str, headers: list, exc_info: Any = None) -> Any:
+            with self.lock:
+                self.statuses[status.split(" ", 1)[0]] += 1
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        with self.lock:
+            self.calls[(environ.get("REQUEST_METHOD", "GET"), path)] += 1
+        return self.app(environ, counting_start)
+
+
+def _child(conn: Any, factory: Callable[[], Any], quiet: bool) -> None:
+    import logging
+
+    from hub.sandbox import serve
+
+    if quiet:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    app = factory()
+    counting = _Counting(app)
+    if hasattr(app, "served"):
+        app.served = True
+    served = serve(counting)
+    conn.send(served.url)
+    while True:
+        try:
+            command, args = conn.recv()
+        except EOFError:
+            break
+        if command == "stop":
+            break
+        try:
+            if command == "calls":
+                with counting.lock:
+                    conn.send(("ok", (dict(counting.calls), dict(counting.statuses))))
+            elif command == "reset":
+                with counting.lock:
+                    counting.calls.clear()
+                    counting.statuses.clear()
+                conn.send(("ok", None))
+            elif command == "call":
+                function, payload = args
+                conn.send(("ok", function(app, *payload)))
+            else:
+                conn.send(("error", f"unknown command {command}"))
+        except Exception as error:  # noqa: BLE001 - reported to the parent
+            conn.send(("error", f"{type(error).__name__}: {error}"))
+    served.stop()
+
+
+class SandboxProcess:
+    """A sandbox WSGI app served over loopback HTTP by a child process.
+
+    ``factory`` builds the app in the child; ``call(fn, *args)`` runs ``fn(app, *args)`` there
+    (seeding, reading state); ``calls()`` gives requests per (method, path) and answers per status.
+    """
+
+    def __init__(self, factory: Callable[[], Any], *, quiet: bool = True) -> None:
+        context = multiprocessing.get_context("fork")
+        self._conn, child = context.Pipe()
+        self.process = context.Process(target=_child, args=(child, factory, quiet), daemon=True)
+        self.process.start()
+        self.url: str = self._conn.recv()
+
+    def _ask(self, command: str, args: Any = None) -> Any:
+        self._conn.send((command, args))
+        status, value = self._conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"sandbox {command}: {value}")
+        return value
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        return self._ask("call", (function, args))
+
+    def calls(self) -> tuple[Counter, Counter]:
+        calls, statuses = self._ask("calls")
+        return Counter(calls), Counter(statuses)
+
+    def reset(self) -> None:
+        self._ask("reset")
+
+    def stop(self) -> None:
+        try:
+            self._conn.send(("stop", None))
+        except OSError:
+            pass
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+
+
+# -- a throw-away database -----------------------------------------------------------------------------
+
+
+@contextmanager
+def bench_database(backend: str, folder: Path) -> Iterator[Any]:
+    """A migrated, empty database: a fresh PostgreSQL schema (dropped afterwards) or a SQLite file."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from hub.db import Database
+
+    if backend == "sqlite":
+        db = Database(f"sqlite:///{folder / 'bench.db'}")
+        db.create_all()
+        try:
+            yield db
+        finally:
+            db.dispose()
+        return
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    db = Database(url.render_as_string(hide_password=False))
+    try:
+        db.create_all()
+        yield db
+    finally:
+        db.dispose()
+        with admin.begin() as connection:
+            connection.execute(text("SET LOCAL lock_timeout = '10s'"))
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def insert_rows(db: Any, table: Any, rows: list[dict[str, Any]], chunk: int = 5000) -> None:
+    """Bulk insert with Core (executemany), in chunks."""
+    with db.engine.begin() as connection:
+        for start in range(0, len(rows), chunk):
+            connection.execute(table.insert(), rows[start : start + chunk])
+
+
+def hub_connector() -> Any:
+    """A process connector with a fresh credential key and the installed plugins."""
+    from cryptography.fernet import Fernet
+
+    from hub.connections import Connector, set_connector
+    from hub.plugins import get_plugin_manager
+    from hub.secrets import CredentialBox
+
+    connector = Connector(box=CredentialBox(Fernet.generate_key()), pm=get_plugin_manager())
+    set_connector(connector)
+    return connector
+
+
+def fmt_rss(mb: float) -> str:
+    return f"{mb:.0f} MB"

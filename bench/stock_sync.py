@@ -1,0 +1,323 @@
+"""Benchmark 1: the stock flow against The Iconic's sandbox over loopback HTTP.
+
+    .venv/bin/python bench/stock_sync.py --skus 10000,100000 --changed 1,10,100
+    .venv/bin/python bench/stock_sync.py --quick
+
+For each size N: seed N listed variants in the hub (catalogue, label, listing and stock bindings all
+in step with the sandbox), then
+
+1. run the stock flow with nothing changed: the **planning cost** (hub CPU for N unchanged SKUs);
+2. for each P: change the available stock of P% of the variants at the source, run the stock flow,
+   and count the requests the Iconic sandbox received: stock writes (``PUT /v2/stock/product``)
+   against the minimum ``ceil(changed / 100)``, and every request (token, reservation reads) too;
+3. the same P% through a **naive per-SKU loop** (one ``PUT`` of one row per changed SKU, through the
+   same HTTP client, rate limiter and token): ``changed`` calls. It is measured on up to
+   ``--naive-cap`` SKUs and its wall time and CPU are scaled to ``changed`` (marked "scaled").
+
+The sandbox runs in a child process: hub CPU is this process's CPU, sandbox excluded. With
+PostgreSQL the database server's CPU is not the hub's either (with ``--db sqlite`` it is included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (
+    SandboxProcess,
+    bench_database,
+    fmt_rss,
+    hub_connector,
+    insert_rows,
+    measured,
+    ratio,
+    record,
+)
+
+ICONIC_CREDENTIALS = {"application_id": "sandbox-app", "application_secret": "sandbox-secret-0000"}
+VARIANTS_PER_PRODUCT = 4
+PRODUCT_ID0, SET_ID0 = 1_000_000, 5_000_000
+WRITE = ("PUT", "/v2/stock/product")
+
+
+# -- the sandbox side (runs in the child) ------------------------------------------------------------
+
+
+def make_iconic() -> Any:
+    from plugins.iconic.sandbox import create_app
+
+    return create_app(seed=1, first_id=9_000_000)
+
+
+def seed_iconic(app: Any, rows: list[tuple[str, str, int, int, int]]) -> int:
+    """(sku, parent sku, product id, set id, quantity) -> products already listed and approved."""
+    state = app.state
+    now = time.time()
+    stamp = "2026-01-01T00:00:00+00:00"
+    for sku, parent, product_id, set_id, quantity in rows:
+        if set_id not in state.product_sets:
+            state.product_sets[set_id] = {
+                "id": set_id, "name": f"Product {parent}", "sellerSku": sku, "parentSku": parent, "brandId": 1,
+                "primaryCategoryId": 11, "description": "", "attributes": {}, "createdAt": stamp, "updatedAt": stamp}
+        state.products[product_id] = {
+            "id": product_id, "uuid": f"prod-{product_id}", "sellerSku": sku, "shopSku": f"S{product_id}",
+            "srcId": str(product_id), "productSetId": set_id, "approvalStatus": "approved", "status": "active",
+            "variation": "M", "productIdentifier": "", "name": f"Product {parent}", "price": 49.95,
+            "salePrice": None, "saleStartDate": None, "saleEndDate": None, "quantity": quantity,
+            "fulfilledByVenture": False, "createdAt": stamp, "updatedAt": stamp, "_createdAt": now}
+    return len(state.products)
+
+
+def iconic_quantities(app: Any, ids: list[int]) -> list[int]:
+    return [app.state.products[i]["quantity"] for i in ids]
+
+
+# -- the hub side ----------------------------------------------------------------------------------------
+
+
+def quantity_of(index: int) -> int:
+    return 3 + index % 17
+
+
+def seed_hub(db: Any, url: str, count: int) -> tuple[int, list[tuple[int, str, int]]]:
+    """N variants listed on an Iconic account, in step. Returns (account id, [(variant id, sku, product id)])."""
+    from hub import accounts
+    from hub.bindings import LISTING
+    from hub.connections import get_connector
+    from hub.flows.stock import STOCK
+    from hub.models import (
+        Binding,
+        Label,
+        LabelAssignment,
+        Organisation,
+        Product,
+        StockLevel,
+        Variant,
+    )
+
+    with db.session() as session:
+        organisation = Organisation(name="Bench brand", slug=f"bench-{time.time_ns()}")
+        session.add(organisation)
+        session.flush()
+        label = Label(organisation_id=organisation.id, name="Iconic")
+        session.add(label)
+        session.flush()
+        account = accounts.create_account(session, organisation.id, "Iconic AU", "iconic", "sandbox", ICONIC_CREDENTIALS,
+                                          {}, get_connector().box, "bench")
+        account.base_url = url
+        accounts.activate(session, account, "bench")
+        account.listings_enabled = True
+        account.label_id = label.id
+        org_id, label_id, account_id = organisation.id, label.id, account.id
+
+    products = [{"id": p + 1, "organisation_id": org_id, "parent_sku": f"P{p:06d}", "title": f"Product P{p:06d}",
+                 "description": "Soft organic cotton.", "brand": "Brand 1", "category": "Women > Tops > Tees",
+                 "gender": "female", "season": "SS25", "tags": [], "images": [], "attributes": {}, "active": True}
+                for p in range(math.ceil(count / VARIANTS_PER_PRODUCT))]
+    insert_rows(db, Product.__table__, products)
+    variants, levels, assignments, bindings, listed = [], [], [], [], []
+    for i in range(count):
+        vid, sku = i + 1, f"SKU-{i:07d}"
+        variants.append({"id": vid, "organisation_id": org_id, "product_id": i // VARIANTS_PER_PRODUCT + 1, "sku": sku,
+                         "barcode": f"93{i:011d}", "size": "SML"[i % 3], "colour": "Black", "price_retail": 49.95,
+                         "price_msrp": 59.95, "price_wholesale": 20, "active": True, "duplicate": False,
+                         "attributes": {}})
+        levels.append({"variant_id": vid, "location": "SYD", "available": quantity_of(i),
+                       "available_from_stock": quantity_of(i), "on_hand": quantity_of(i)})
+        assignments.append({"label_id": label_id, "variant_id": vid, "source": "manual"})
+        product_id = PRODUCT_ID0 + i
+        bindings.append({"account_id": account_id, "kind": LISTING, "internal_id": str(vid),
+                         "external_id": str(product_id), "fingerprint": "seeded"})
+        bindings.append({"account_id": account_id, "kind": STOCK, "internal_id": str(vid), "external_id": sku,
+                         "fingerprint": str(quantity_of(i))})
+        listed.append((vid, sku, product_id))
+    for table, rows in ((Variant.__table__, variants), (StockLevel.__table__, levels),
+                        (LabelAssignment.__table__, assignments), (Binding.__table__, bindings)):
+        insert_rows(db, table, rows)
+    if db.engine.dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        with db.engine.begin() as connection:
+            for table in ("products", "variants", "stock_levels", "label_assignments", "bindings"):
+                connection.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                        f"(SELECT coalesce(max(id), 1) FROM {table}))"))
+            connection.execute(text("ANALYZE"))
+    return account_id, listed
+
+
+def change_stock(db: Any, variant_ids: list[int]) -> None:
+    """The source's available stock of these variants goes up by one (as a catalogue import writes it)."""
+    from sqlalchemy import bindparam, update
+
+    from hub.models import StockLevel
+
+    statement = (update(StockLevel).where(StockLevel.variant_id == bindparam("vid"))
+                 .values(available=StockLevel.available + 1))
+    with db.engine.begin() as connection:
+        for start in range(0, len(variant_ids), 5000):
+            connection.execute(statement.execution_options(synchronize_session=False),
+                               [{"vid": vid} for vid in variant_ids[start : start + 5000]])
+
+
+def run_stock(db: Any, account_id: int) -> Any:
+    from hub.jobs import create_run, execute_run
+    from hub.locks import LocalLocks
+    from hub.models import SyncRun
+
+    run_id = create_run(db, account_id, "stock", trigger="manual")
+    execute_run(db, run_id, locks=LocalLocks(), retries_left=0, params={})
+    with db.session() as session:
+        return session.get(SyncRun, run_id)
+
+
+def naive_loop(db: Any, account_id: int, targets: list[tuple[int, str, int]]) -> None:
+    """A simple connector: for each changed SKU, read its stock and PUT it alone (one call per SKU)."""
+    from sqlalchemy import func, select
+
+    from hub.connections import open_channel
+    from hub.models import ChannelAccount, StockLevel
+
+    with db.session() as session:
+        channel = open_channel(session.get(ChannelAccount, account_id))
+    for variant_id, _sku, product_id in targets:
+        with db.engine.connect() as connection:
+            quantity = connection.execute(select(func.sum(StockLevel.available))
+                                          .where(StockLevel.variant_id == variant_id)).scalar() or 0
+        channel.client.put("/v2/stock/product", [{"productId": product_id, "quantity": int(quantity)}])
+
+
+def calls_between(sandbox: SandboxProcess) -> tuple[int, int, dict]:
+    calls, statuses = sandbox.calls()
+    sandbox.reset()
+    return calls.get(WRITE, 0), sum(calls.values()), dict(calls)
+
+
+def profile_to(path: Path | None):  # type: ignore[no-untyped-def]
+    if path is None:
+        from contextlib import nullcontext
+
+        return nullcontext()
+    from pyinstrument import Profiler
+
+    class _Profile:
+        def __enter__(self) -> None:
+            self.profiler = Profiler(interval=0.001)
+            self.profiler.start()
+
+        def __exit__(self, *exc: object) -> None:
+            self.profiler.stop()
+            path.write_text(self.profiler.output_text(unicode=True, color=False, show_all=False))
+            print(f"profile written to {path}")
+
+    return _Profile()
+
+
+def bench_size(args: argparse.Namespace, count: int, lines: list[str], summary: list[str]) -> dict[str, Any]:
+    from hub.jobs import load_builtin_flows
+
+    load_builtin_flows()
+    sandbox = SandboxProcess(make_iconic)
+    figures: dict[str, Any] = {}
+    try:
+        with tempfile.TemporaryDirectory() as folder, bench_database(args.db, Path(folder)) as db:
+            started = time.perf_counter()
+            account_id, listed = seed_hub(db, sandbox.url, count)
+            sandbox.call(seed_iconic, [(sku, f"P{(vid - 1) // VARIANTS_PER_PRODUCT:06d}", pid,
+                                        SET_ID0 + (vid - 1) // VARIANTS_PER_PRODUCT, quantity_of(vid - 1))
+                                       for vid, sku, pid in listed])
+            print(f"[{count}] seeded in {time.perf_counter() - started:.1f}s", flush=True)
+            sandbox.reset()
+
+            profile_dir = Path(args.profile) if args.profile else None
+            with profile_to(profile_dir / f"stock-plan-{count}.txt" if profile_dir else None), measured() as plan:
+                run = run_stock(db, account_id)
+            writes, total, _ = calls_between(sandbox)
+            figures["plan_cpu"] = plan.cpu
+            lines.append(f"| {count:,} | 0% (unchanged) | 0 | {writes} / 0 | {total} | — | {plan.cpu:.2f} s "
+                         f"({plan.cpu / count * 1e6:.1f} µs/SKU) | {plan.wall:.2f} s | {fmt_rss(plan.peak_rss_mb)} | "
+                         f"run {run.status.value} | — |")
+            summary.append(f"{count // 1000}k unchanged: {plan.cpu:.2f}s CPU ({plan.cpu / count * 1e6:.1f}µs/SKU)")
+
+            bumped: dict[int, int] = {}  # variant id -> units added at the source so far
+            for percent in args.changed:
+                changed = max(1, round(count * percent / 100))
+                step = count / changed
+                chosen = [listed[int(k * step)] for k in range(changed)]
+                change_stock(db, [vid for vid, _, _ in chosen])
+                for vid, _, _ in chosen:
+                    bumped[vid] = bumped.get(vid, 0) + 1
+                minimum = math.ceil(changed / 100)
+                name = f"stock-{count}-{percent}.txt"
+                with profile_to(profile_dir / name if profile_dir else None), measured() as hub:
+                    run = run_stock(db, account_id)
+                writes, total, detail = calls_between(sandbox)
+                # the sandbox now shows the new quantities?
+                sample = chosen[:: max(1, len(chosen) // 50)]
+                shown = sandbox.call(iconic_quantities, [pid for _, _, pid in sample])
+                right = all(q == quantity_of(vid - 1) + bumped[vid] for (vid, _, _), q in zip(sample, shown))
+                assert run.status.value == "ok", f"stock run {run.status.value}: {run.error}"
+
+                naive_n = min(changed, args.naive_cap)
+                with measured() as naive:
+                    naive_loop(db, account_id, chosen[:naive_n])
+                n_writes, n_total, _ = calls_between(sandbox)
+                scale = changed / naive_n
+                naive_wall, naive_cpu = naive.wall * scale, naive.cpu * scale
+                scaled = "" if naive_n == changed else f" (measured on {naive_n}, scaled)"
+                lines.append(
+                    f"| {count:,} | {percent}% | {changed:,} | {writes} / {minimum} = **{ratio(writes, minimum)}** | "
+                    f"{total} ({ratio(total, minimum)}) | naive {changed:,} / {minimum} = {ratio(changed, minimum)} | "
+                    f"hub {hub.cpu:.2f} s ({hub.cpu / changed * 1e6:.0f} µs/changed SKU); naive {naive_cpu:.2f} s{scaled} | "
+                    f"hub {hub.wall:.2f} s; naive {naive_wall:.1f} s{scaled} | {fmt_rss(hub.peak_rss_mb)} | "
+                    f"quantities {'right' if right else 'WRONG'} | {', '.join(f'{m} {p}: {n}' for (m, p), n in sorted(detail.items()))} |")
+                assert n_writes == naive_n and n_total >= naive_n
+                summary.append(f"{count // 1000}k@{percent}%: calls/min {ratio(writes, minimum)} "
+                               f"(all requests {ratio(total, minimum)}; naive {ratio(changed, minimum)}), "
+                               f"wall {hub.wall:.1f}s vs naive {naive_wall:.0f}s")
+                print(lines[-1], flush=True)
+    finally:
+        sandbox.stop()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skus", default="10000,100000", help="comma-separated sizes N (default 10000,100000)")
+    parser.add_argument("--changed", default="1,10,100", help="comma-separated percentages P (default 1,10,100)")
+    parser.add_argument("--db", choices=("postgresql", "sqlite"), default="postgresql")
+    parser.add_argument("--naive-cap", type=int, default=200, help="naive loop measured on at most this many SKUs")
+    parser.add_argument("--quick", action="store_true", help="small run (< 60 s): 2,000 SKUs, 1%% and 10%%")
+    parser.add_argument("--profile", metavar="DIR", help="write a pyinstrument profile of each hub run to DIR")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.skus, args.changed, args.naive_cap = "2000", "1,10", 40
+    sizes = [int(s) for s in str(args.skus).split(",") if s]
+    args.changed = [float(p) if "." in p else int(p) for p in str(args.changed).split(",") if p]
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    hub_connector()
+    lines = [f"Database: {args.db}. Iconic sandbox in a child process over loopback HTTP; the channel's rate limit "
+             "(10 requests/s, burst 20) applies to the hub and to the naive loop alike.", "",
+             "| SKUs | changed | SKUs pushed | stock writes / minimum | all requests (ratio) | naive calls / minimum | "
+             "hub CPU | wall | peak RSS | check | requests |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    summary: list[str] = []
+    for count in sizes:
+        bench_size(args, count, lines, summary)
+    record("stock_sync", "; ".join(summary), lines)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

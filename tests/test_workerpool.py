@@ -1,0 +1,176 @@
+"""The worker pool (``channelhub worker --processes N``) against real Redis and PostgreSQL.
+
+- SIGTERM while a slow job runs: the job finishes (its run is ``ok``), the pool exits 0.
+- A worker killed with SIGKILL is restarted, and the pool still works jobs afterwards.
+
+Without Redis or PostgreSQL the tests skip, except with ``CI=true``, where they fail
+(``tests.runtime_fixtures.unavailable``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+import tests.runtime_flows  # noqa: F401 - the test process enqueues rt-* flows by name
+from hub.db import Database
+from hub.fleet import FleetRuntime
+from hub.models import AccountStatus, RunStatus
+from hub.workerpool import WorkerPool
+from tests.runtime_fixtures import (  # noqa: F401 - pg_url, pg_db, redis_conn, prefix are fixtures
+    REPO_ROOT,
+    get_run,
+    make_account,
+    pg_db,
+    pg_url,
+    prefix,
+    redis_conn,
+    subprocess_env,
+    wait_for_runs,
+)
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+
+POOL_CODE = (
+    "import sys, logging, tests.runtime_flows\n"
+    "logging.basicConfig(level=logging.INFO)\n"
+    "from hub.config import load_config\n"
+    "from hub.workerpool import run_worker_pool\n"
+    "sys.exit(run_worker_pool(load_config(), int(sys.argv[2]), lanes=['stock'], prefix=sys.argv[1],\n"
+    "                         logging_level='WARNING', restart_delay=0.2))\n"
+)
+
+
+def children_of(pid: int) -> set[int]:
+    """Live (non-zombie) processes whose parent is ``pid``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def wait_until(predicate, timeout: float, what: str, log: Path | None = None):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    output = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+    pytest.fail(f"timed out after {timeout}s waiting for {what}\n{output}")
+
+
+class Pool:
+    def __init__(self, pg_url: str, prefix: str, processes: int, log: Path) -> None:
+        self.log = log
+        handle = open(log, "wb")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", POOL_CODE, prefix, str(processes)], cwd=REPO_ROOT,
+            env=subprocess_env(pg_url), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes = processes
+
+    def workers(self) -> set[int]:
+        return children_of(self.process.pid)
+
+    def kill_everything(self) -> None:
+        """Clean-up whatever happened: the workers (own process groups) and the pool."""
+        for pid in self.workers():
+            for sig in (signal.SIGKILL,):
+                try:
+                    os.killpg(pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+
+@pytest.fixture
+def pool_factory(pg_url: str, prefix: str, tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
+    started: list[Pool] = []
+
+    def start(processes: int) -> Pool:
+        pool = Pool(pg_url, prefix, processes, tmp_path / f"pool-{len(started)}.log")
+        started.append(pool)
+        wait_until(lambda: len(pool.workers()) == processes, 15, f"{processes} workers", pool.log)
+        return pool
+
+    yield start
+    for pool in started:
+        pool.kill_everything()
+
+
+@pytest.fixture
+def runtime(pg_db: Database, redis_conn: Redis, prefix: str) -> FleetRuntime:
+    return FleetRuntime(pg_db, connection=redis_conn, prefix=prefix, retries=0)
+
+
+def test_sigterm_lets_the_job_in_flight_finish_and_the_pool_exits_0(
+    pool_factory, runtime: FleetRuntime, pg_db: Database, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    pool = pool_factory(2)
+    account = make_account(pg_db, AccountStatus.SETUP)
+    log = tmp_path / "sleepy.log"
+    run_id = runtime.enqueue(account, "rt-sleepy", params={"sleep": 3, "log": str(log)})
+    wait_until(lambda: get_run(pg_db, run_id).status is RunStatus.RUNNING, 15, "the slow job to start", pool.log)
+    time.sleep(0.3)  # well inside the 3 s job
+    pool.process.send_signal(signal.SIGTERM)
+    code = pool.process.wait(20)
+    assert code == 0, pool.log.read_text(errors="replace")[-3000:]
+    run = get_run(pg_db, run_id)
+    assert run.status is RunStatus.OK, (run.status, run.error)
+    assert log.exists() and len(log.read_text().splitlines()) == 1  # it ran to its end, once
+    assert not pool.workers()
+
+
+def test_a_killed_worker_is_restarted_and_the_pool_keeps_working(
+    pool_factory, runtime: FleetRuntime, pg_db: Database, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    pool = pool_factory(2)
+    before = pool.workers()
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    def replaced() -> set[int] | None:
+        workers = pool.workers()
+        return workers if len(workers) == 2 and victim not in workers else None
+
+    after = wait_until(replaced, 15, "the killed worker to be replaced", pool.log)
+    assert len(after - before) == 1
+    account = make_account(pg_db, AccountStatus.SETUP)
+    runs = [runtime.enqueue(account, "rt-items", params={"items": [["A-1", "ok"]]}) for _ in range(2)]
+    # rt-items runs on the catalog lane: this pool works only "stock", so give it a stock-lane job too.
+    log = tmp_path / "sleepy.log"
+    runs.append(runtime.enqueue(account, "rt-sleepy", params={"sleep": 0.1, "log": str(log)}))
+    [finished] = wait_for_runs(pg_db, runs[2:], timeout=15, describe=lambda: pool.log.read_text(errors="replace"))
+    assert finished.status is RunStatus.OK
+    assert get_run(pg_db, runs[0]).status is RunStatus.QUEUED  # another lane's job is left alone
+    pool.process.send_signal(signal.SIGTERM)
+    assert pool.process.wait(20) == 0, pool.log.read_text(errors="replace")[-3000:]
+    assert "died unexpectedly" in pool.log.read_text(errors="replace")
+
+
+def test_bad_arguments_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    from hub.config import Config
+    from hub.errors import ConfigurationError
+
+    config = Config(instance_dir=tmp_path, database_url="sqlite://", redis_url="redis://127.0.0.1:6379/9")
+    with pytest.raises(ConfigurationError, match="at least 1"):
+        WorkerPool(config, 0)
+    with pytest.raises(ConfigurationError, match="unknown lane"):
+        WorkerPool(config, 2, lanes=["nope"])
