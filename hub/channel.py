@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from contextlib import AbstractContextManager, nullcontext
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -139,7 +140,7 @@ class WebhookAction:
 # Hooks a channel may implement; flows check ``implements`` before calling them.
 OPTIONAL_HOOKS: tuple[str, ...] = (
     "create_orders", "cancel_order", "pull_cancellations", "pull_orders_by_id", "receive_return",
-    "register_webhooks", "push_stock",
+    "register_webhooks", "push_stock", "stock_session",
 )
 
 # The hooks each role must implement; checked when a plugin registers its channel.
@@ -273,6 +274,11 @@ class Channel:
     def receive_return(self, ret: Return) -> ItemResult:
         """A marketplace return arrived: check the items back into stock here, once (idempotent)."""
         raise NotImplementedError
+
+    def stock_session(self) -> AbstractContextManager[None]:
+        """A context around one run's stock or listing pushes, for per-run caches (e.g. The Iconic's
+        reserved units, read once per run rather than once per batch). The default does nothing."""
+        return nullcontext()
 
     def register_webhooks(self, callback_url: str) -> list[str]:
         """Subscribe ``callback_url`` to the events this channel can push; return the topics."""
