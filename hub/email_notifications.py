@@ -18,6 +18,7 @@ import smtplib
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -30,6 +31,7 @@ from hub import notify
 from hub.errors import ValidationError
 from hub.hookspecs import hookimpl
 from hub.models import Organisation
+from hub.secrets import CredentialBox
 
 log = logging.getLogger("channelhub.email")
 
@@ -41,13 +43,38 @@ _PENDING = "channelhub.notify.pending"  # session.info key: organisations with n
 
 def send_email(settings: dict[str, Any], digest: notify.Digest) -> None:
     """Deliver ``digest`` with the organisation's SMTP settings (STARTTLS / implicit TLS, optional login)."""
+    message = _message(settings, settings["to"], digest.subject, digest.body)
+    _deliver(settings, message, lambda: _password(settings))
+
+
+TEST_SUBJECT = "channelhub test e-mail"
+TEST_BODY = "If you can read this, channelhub can send you notifications with these SMTP settings."
+
+
+def send_test_email(settings: dict[str, Any], box: CredentialBox, to: str) -> None:
+    """Send a test message to ``to`` exactly as digests are sent (same connection, TLS and login).
+
+    ``settings`` are validated SMTP settings (``notify.SmtpSettingsSchema``, with ``from``); ``box``
+    decrypts the stored password. Raises ``OSError`` / ``smtplib.SMTPException`` when it fails, and
+    ``ConfigurationError`` when the password was stored with another key.
+    """
+    message = _message(settings, [to], TEST_SUBJECT, TEST_BODY)
+    _deliver(settings, message, lambda: notify.smtp_password(settings, box))
+
+
+def _message(settings: dict[str, Any], to: list[str], subject: str, body: str) -> EmailMessage:
     message = EmailMessage()
-    message["Subject"] = digest.subject
+    message["Subject"] = subject
     message["From"] = settings["from"]
-    message["To"] = ", ".join(settings["to"])
+    message["To"] = ", ".join(to)
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(domain="channelhub")
-    message.set_content(digest.body)
+    message.set_content(body)
+    return message
+
+
+def _deliver(settings: dict[str, Any], message: EmailMessage, password: Callable[[], str | None]) -> None:
+    """Open the SMTP connection the settings describe, log in if a user name is set, and send."""
     context = ssl.create_default_context()
     smtp_class = smtplib.SMTP_SSL if settings["ssl"] else smtplib.SMTP
     options: dict[str, Any] = {"timeout": settings["timeout"]}
@@ -57,7 +84,7 @@ def send_email(settings: dict[str, Any], digest: notify.Digest) -> None:
         if settings["starttls"] and not settings["ssl"]:
             smtp.starttls(context=context)
         if settings.get("username"):
-            smtp.login(settings["username"], _password(settings) or "")
+            smtp.login(settings["username"], password() or "")
         smtp.send_message(message)
 
 

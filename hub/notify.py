@@ -104,8 +104,9 @@ class SmtpSettingsSchema(Schema):
         return data
 
 
-def smtp_settings(organisation: Organisation) -> dict[str, Any] | None:
-    """The organisation's validated SMTP settings; None when none are set or they are switched off.
+def smtp_settings(organisation: Organisation, *, include_disabled: bool = False) -> dict[str, Any] | None:
+    """The organisation's validated SMTP settings; None when none are set or they are switched off
+    (``include_disabled=True`` returns switched-off settings too: a test e-mail uses them).
 
     Raises ``ValidationError`` for settings that are present but wrong, so that is reported rather
     than silently sending nothing.
@@ -118,7 +119,7 @@ def smtp_settings(organisation: Organisation) -> dict[str, Any] | None:
     except marshmallow.ValidationError as error:
         raise ValidationError(error.messages) from None
     settings["from"] = settings.pop("from_")
-    return settings if settings["enabled"] else None
+    return settings if settings["enabled"] or include_disabled else None
 
 
 def store_smtp_settings(

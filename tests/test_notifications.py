@@ -248,3 +248,19 @@ def test_an_organisation_without_settings_gets_no_mail(flowhub):
     with flowhub.db.session() as session:
         assert session.scalars(select(Event).where(Event.kind.like("notify.digest%"),
                                                    Event.organisation_id == flowhub.organisation_id)).all() == []
+
+
+def test_a_test_e_mail_goes_out_like_a_digest_even_when_switched_off(flowhub, smtp_server):  # noqa: F811
+    inbox, port = smtp_server
+    _configure(flowhub, port, username="hub", password="s3cret-pw", enabled=False)
+    with flowhub.db.session() as session:
+        organisation = session.get(Organisation, flowhub.organisation_id)
+        assert notify.smtp_settings(organisation) is None  # no digests...
+        settings = notify.smtp_settings(organisation, include_disabled=True)
+
+    email_notifications.send_test_email(settings, flowhub.box, "qa@brand.example")  # ...but the test is allowed
+
+    [(_, recipients, message)] = inbox.wait_for(1)
+    assert recipients == ["qa@brand.example"] and message["To"] == "qa@brand.example"
+    assert message["From"] == "hub@brand.example" and message["Subject"] == email_notifications.TEST_SUBJECT
+    assert inbox.logins == [("hub", "s3cret-pw")]

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, ClassVar
 
-from marshmallow import Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, fields, validate
 
 from hub.channel import Channel, Limits, Role, WebhookAction, WebhookRequest
 from hub.errors import AuthError, ContractError, RejectedItem, ValidationError
@@ -35,10 +35,18 @@ DEFAULT_LOCATION = "Uphance"
 class UphanceCredentials(Schema):
     email = fields.Email(required=True, metadata={"description": "The Uphance login (an integration user is best)."})
     password = fields.String(required=True, validate=validate.Length(min=1), metadata={"secret": True})
+    webhook_secret = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=16),
+                                   metadata={"secret": True, "description": "Carried in the webhook callback URL; "
+                                                                            "at least 16 random characters, stored encrypted."})
 
 
 class UphanceSettings(Schema):
     """The Iconic app's settings. Ids not set are asked for where a flow needs them."""
+
+    class Meta:
+        # Accounts saved before webhook_secret moved to the (encrypted) credentials still carry it
+        # here; it is accepted on load and dropped, and verify_webhook falls back to the stored value.
+        unknown = EXCLUDE
 
     organisation_id = fields.Integer(load_default=None, allow_none=True,
                                      metadata={"description": "Uphance organisation; needed when the login sees several."})
@@ -57,8 +65,6 @@ class UphanceSettings(Schema):
     brands = fields.List(fields.String(), load_default=list, metadata={"description": "Only these brands (empty: all)."})
     seasons = fields.List(fields.String(), load_default=list, metadata={"description": "Only these seasons, e.g. AW22."})
     auto_check_in_returns = fields.Boolean(load_default=False)
-    webhook_secret = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=16),
-                                   metadata={"secret": True, "description": "Carried in the webhook callback URL."})
 
 
 class UphanceChannel(Channel):
@@ -72,7 +78,7 @@ class UphanceChannel(Channel):
         documented="100 records per page (help.uphance.com Orders/Product/Pick tickets API); no rate limit is "
                    "published, 2 requests/s is the hub's assumption",
     )
-    secret_fields = ("password",)
+    secret_fields = ("password", "webhook_secret")
 
     def __init__(self, services: Any) -> None:
         super().__init__(services)
@@ -83,7 +89,7 @@ class UphanceChannel(Channel):
 
     @cached_property
     def client(self) -> UphanceClient:
-        secrets = [self.options["webhook_secret"]] if self.options["webhook_secret"] else []
+        secrets = [secret] if (secret := self._webhook_secret()) else []
         http = self.services.http_client(self.account.base_url or DEFAULT_BASE_URL, limits=self.limits,
                                          secrets=secrets)
         creds = self.validate_credentials(self.credentials)
@@ -121,6 +127,8 @@ class UphanceChannel(Channel):
             problems.append(f"warehouse {wanted_warehouse!r} is not an Uphance warehouse")
         if self.options["customer_id"] is None:
             problems.append("customer_id is not set: choose the Uphance customer that stands for the marketplace")
+        if not self.credentials.get("webhook_secret") and self.settings.get("webhook_secret"):
+            problems.append("webhook_secret is kept in the settings, unencrypted: enter it under Credentials (stored encrypted)")
         return problems
 
     def verify_webhook(self, request: WebhookRequest) -> WebhookAction | None:
@@ -138,10 +146,16 @@ class UphanceChannel(Channel):
             raise ContractError(f"Uphance webhook {event!r} carries no {resource!r} object with an id")
         return self._webhook_action(resource, action, record)
 
+    def _webhook_secret(self) -> str | None:
+        """The secret webhook URLs must carry: from the encrypted credentials; from the settings only
+        for an account saved before it moved there (plain JSON: enter it under Credentials)."""
+        return self.credentials.get("webhook_secret") or self.settings.get("webhook_secret") or None
+
     def _check_url_secret(self, request: WebhookRequest) -> None:
-        expected = self.options["webhook_secret"]
+        expected = self._webhook_secret()
         if not expected:
-            raise AuthError("no webhook_secret is set for this Uphance account, so its webhooks cannot be trusted")
+            raise AuthError("no webhook_secret is set for this Uphance account (enter it with the credentials), "
+                            "so its webhooks cannot be trusted")
         given = request.url_secret or request.query.get("secret") or ""
         # Uphance does not sign webhooks; the secret in the callback URL is the only proof of origin.
         if not hmac.compare_digest(given.encode(), expected.encode()):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from hub import notify
 from hub.accounts import account_credentials
 from hub.app import Hub
-from hub.models import AccountStatus, ChannelAccount, Event, SyncRun
+from hub.models import AccountStatus, ChannelAccount, Event, Organisation, SyncRun
 
 from .conftest import World
 
@@ -123,10 +124,13 @@ def test_users_cannot_lock_themselves_out(signed_in, world: World) -> None:
 def test_notifications_keep_the_stored_password(signed_in, hub: Hub, world: World) -> None:
     admin = signed_in("admin")
     form = {"host": "smtp.example", "port": "587", "security": "starttls", "from_address": "hub@brand.example",
-            "username": "hub", "password": "smtp-password-123456", "recipients": "ops@brand.example"}
+            "username": "hub", "password": "smtp-password-123456", "recipients": "ops@brand.example", "enabled": "on"}
     assert admin.post("/settings/notifications", form).status_code == 302
     assert admin.post("/settings/notifications", {**form, "password": ""}).status_code == 302
     page = admin.get("/settings/notifications").get_data(as_text=True)
     assert "smtp-password-123456" not in page and "••••" in page
+    with hub.db.session() as session:  # still there, encrypted, after a save with an empty password field
+        settings = notify.smtp_settings(session.get(Organisation, world.ids["a"]["organisation"]))
+        assert notify.smtp_password(settings, hub.box) == "smtp-password-123456"
     bad = admin.post("/settings/notifications", {**form, "from_address": "not-an-address"})
     assert bad.status_code == 400 and 'value="smtp.example"' in bad.get_data(as_text=True)

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from hub.channel import WebhookRequest
-from hub.errors import AuthError, TransientError
+from hub.errors import AuthError, TransientError, ValidationError
 from hub.records import Fulfilment, FulfilmentLine, Listing, validate_record
+from plugins.iconic.channel import LEGACY_WEBHOOK_SECRET, IconicChannel
 from tests.plugins.iconic.conftest import WEBHOOK_SECRET, calls, dress, place_order
 
 
@@ -411,6 +412,32 @@ def test_a_wrong_url_secret_is_refused(channel, secret):
 
 
 def test_webhooks_need_a_configured_secret(make_channel):
-    channel = make_channel(settings={"webhook_secret": None})
-    with pytest.raises(AuthError, match="webhook_secret"):
+    channel = make_channel(webhook_secret=None)
+    with pytest.raises(AuthError, match="webhook_secret in the Iconic account's credentials"):
         channel.verify_webhook(_hook("onOrderCreated", {"OrderId": 5}))
+
+
+def test_the_webhook_secret_is_a_masked_credential_not_a_setting():
+    assert "webhook_secret" in IconicChannel.credentials_schema().fields and "webhook_secret" in IconicChannel.secret_fields
+    assert "webhook_secret" not in IconicChannel.settings_schema().fields
+    assert IconicChannel.validate_credentials({"application_id": "a", "application_secret": "b"})["webhook_secret"] is None
+    with pytest.raises(ValidationError, match="webhook_secret"):
+        IconicChannel.validate_credentials({"application_id": "a", "application_secret": "b", "webhook_secret": "short"})
+    # an account saved before the move still loads: the old plain copy is accepted and left out
+    assert "webhook_secret" not in IconicChannel.validate_settings({"webhook_secret": WEBHOOK_SECRET})
+
+
+def test_an_account_saved_before_the_move_still_verifies_with_its_settings_secret(make_channel):
+    legacy = make_channel(webhook_secret=None, settings={"webhook_secret": WEBHOOK_SECRET})
+    assert legacy.verify_webhook(_hook("onOrderCreated", {"OrderId": 5})).params == {"order_ids": ["5"]}
+    with pytest.raises(AuthError):
+        legacy.verify_webhook(_hook("onOrderCreated", {"OrderId": 5}, secret="whsec-wrong-secret-000"))
+    assert legacy.test_connection()["problems"] == [LEGACY_WEBHOOK_SECRET]
+    assert "problems" not in make_channel().test_connection()
+
+
+def test_the_credentials_secret_wins_over_an_old_settings_copy(make_channel):
+    channel = make_channel(settings={"webhook_secret": "whsec-old-settings-copy-0000"})
+    assert channel.verify_webhook(_hook("onOrderCreated", {"OrderId": 5})) is not None
+    with pytest.raises(AuthError):
+        channel.verify_webhook(_hook("onOrderCreated", {"OrderId": 5}, secret="whsec-old-settings-copy-0000"))

@@ -19,8 +19,8 @@ from plugins.uphance.sandbox import DEFAULT_EMAIL, DEFAULT_PASSWORD, create_app
 
 START = 1_780_000_000.0  # 2026-05-28, after the seed catalogue's timestamps
 WEBHOOK_SECRET = "s3cret-callback-token-0123456789"
-SETTINGS = {"organisation_id": 9579, "channel_id": 12, "warehouse": "Sydney DC", "customer_id": 501,
-            "webhook_secret": WEBHOOK_SECRET}
+CREDENTIALS = {"email": DEFAULT_EMAIL, "password": DEFAULT_PASSWORD, "webhook_secret": WEBHOOK_SECRET}  # stored encrypted
+SETTINGS = {"organisation_id": 9579, "channel_id": 12, "warehouse": "Sydney DC", "customer_id": 501}
 _accounts = itertools.count(1)
 
 
@@ -64,7 +64,7 @@ def make_channel(sandbox: Any, clock: FakeTime) -> Callable[..., UphanceChannel]
               **settings: Any) -> UphanceChannel:
         services = ChannelServices(
             account=AccountInfo(id=next(_accounts), organisation_id=1, name="uphance", base_url="https://uphance.test"),
-            credentials=credentials or {"email": DEFAULT_EMAIL, "password": DEFAULT_PASSWORD},
+            credentials=credentials or dict(CREDENTIALS),
             settings={**SETTINGS, **settings}, transport=transport or httpx.WSGITransport(app=app or sandbox),
             sleep=clock.sleep, clock=clock, rate_limiter_registry=RateLimiterRegistry(clock=clock, sleep=clock.sleep),
         )

@@ -7,8 +7,12 @@ import json
 import pytest
 
 from hub.channel import WebhookRequest
-from hub.errors import AuthError, ContractError
-from tests.plugins.uphance.conftest import WEBHOOK_SECRET, control, marketplace_order
+from hub.errors import AuthError, ContractError, ValidationError
+from plugins.uphance.channel import UphanceChannel
+from plugins.uphance.sandbox import DEFAULT_EMAIL, DEFAULT_PASSWORD
+from tests.plugins.uphance.conftest import SETTINGS, WEBHOOK_SECRET, control, marketplace_order
+
+WITHOUT_SECRET = {"email": DEFAULT_EMAIL, "password": DEFAULT_PASSWORD}
 
 
 def request_for(payload, secret=WEBHOOK_SECRET):
@@ -60,7 +64,35 @@ def test_the_secret_may_come_as_the_secret_query_parameter(channel):
 
 def test_an_account_without_a_webhook_secret_trusts_no_webhook(make_channel):
     with pytest.raises(AuthError, match="no webhook_secret is set"):
-        make_channel(webhook_secret=None).verify_webhook(request_for({"event": "x"}))
+        make_channel(credentials=WITHOUT_SECRET).verify_webhook(request_for({"event": "x"}))
+
+
+def test_the_webhook_secret_is_a_masked_credential_not_a_setting():
+    assert "webhook_secret" in UphanceChannel.credentials_schema().fields and "webhook_secret" in UphanceChannel.secret_fields
+    assert "webhook_secret" not in UphanceChannel.settings_schema().fields
+    assert UphanceChannel.validate_credentials(WITHOUT_SECRET)["webhook_secret"] is None
+    with pytest.raises(ValidationError, match="webhook_secret"):
+        UphanceChannel.validate_credentials({**WITHOUT_SECRET, "webhook_secret": "short"})
+    # an account saved before the move still loads: the old plain copy is accepted and left out
+    assert "webhook_secret" not in UphanceChannel.validate_settings({**SETTINGS, "webhook_secret": WEBHOOK_SECRET})
+
+
+def test_an_account_saved_before_the_move_still_verifies_with_its_settings_secret(make_channel):
+    legacy = make_channel(credentials=WITHOUT_SECRET, webhook_secret=WEBHOOK_SECRET)
+    payload = {"event": "product_update", "product": {"id": 1001, "updated_at": "2026-05-01T00:00:00.000Z"}}
+    assert legacy.verify_webhook(request_for(payload)).flow == "catalog"
+    with pytest.raises(AuthError, match="URL secret does not match"):
+        legacy.verify_webhook(request_for(payload, secret="guess"))
+    assert any("webhook_secret is kept in the settings" in p for p in legacy.test_connection()["problems"])
+    assert not any("webhook_secret" in p for p in make_channel().test_connection()["problems"])
+
+
+def test_the_credentials_secret_wins_over_an_old_settings_copy(make_channel):
+    channel = make_channel(webhook_secret="old-settings-copy-0123456789")
+    payload = {"event": "product_update", "product": {"id": 1001, "updated_at": "2026-05-01T00:00:00.000Z"}}
+    assert channel.verify_webhook(request_for(payload)) is not None
+    with pytest.raises(AuthError, match="URL secret does not match"):
+        channel.verify_webhook(request_for(payload, secret="old-settings-copy-0123456789"))
 
 
 def test_other_events_are_ignored_and_bad_bodies_named(channel):
