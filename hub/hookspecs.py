@@ -1,7 +1,8 @@
 """Every hook a channelhub plugin can implement.
 
 The docstrings here are the hook reference: ``docs/hooks.md`` is generated from them
-(``channelhub docs hooks``) and a test fails when a hook is undocumented or the page is stale.
+(``channelhub docs hooks``); tests fail when a hook is undocumented, the page is stale, or no test
+implements the hook (tests/test_hookdocs.py, tests/test_hooks.py).
 Each docstring gives the hook's purpose, its arguments, what it returns and an example.
 """
 
