@@ -49,11 +49,16 @@ def get_label(session: Session, organisation_id: int, name: str) -> Label | None
     return session.scalar(select(Label).where(Label.organisation_id == organisation_id, Label.name == name.strip()))
 
 
+LABEL_NAME_MAX = 100  # the column's length: refused here with a message, not by the database
+
+
 def create_label(session: Session, organisation_id: int, name: str, *, actor: str = "system") -> Label:
     """A new label, or the existing one of that name."""
     name = (name or "").strip()
     if not name:
         raise ValidationError({"name": ["a label needs a name"]}, field="name")
+    if len(name) > LABEL_NAME_MAX:
+        raise ValidationError({"name": [f"at most {LABEL_NAME_MAX} characters"]}, field="name")
     label = get_label(session, organisation_id, name)
     if label is None:
         label = Label(organisation_id=organisation_id, name=name)

@@ -193,3 +193,12 @@ def test_label_names_are_unique_per_organisation(flowhub):
         assert len(session.scalars(select(Label).where(Label.organisation_id == flowhub.organisation_id)).all()) == 1
         with pytest.raises(ValidationError):
             labels.create_label(session, flowhub.organisation_id, "  ")
+
+
+def test_a_label_name_must_fit_and_not_be_blank(flowhub):
+    with flowhub.db.session() as session:
+        for bad, message in (("   ", "needs a name"), ("x" * 101, "at most 100 characters")):
+            with pytest.raises(ValidationError, match=message) as caught:
+                labels.create_label(session, flowhub.organisation_id, bad)
+            assert caught.value.field == "name"
+        assert labels.create_label(session, flowhub.organisation_id, "x" * 100).name == "x" * 100
