@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -208,3 +208,64 @@ def signed_in(app: Flask, world: World) -> Any:
 
     yield make
     stack.close()
+
+
+# -- live server and Chromium, for the browser journeys ------------------------------------------------
+
+CHROMIUM = os.environ.get("CHANNELHUB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def require_chromium() -> None:
+    """Skip when Debian's Chromium is missing, except under ``CI=true``, where that is a failure."""
+    import shutil
+
+    if shutil.which(CHROMIUM) or Path(CHROMIUM).exists():
+        return
+    message = f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " — CI=true: browser tests must run", pytrace=False)
+    pytest.skip(message)
+
+
+@contextmanager
+def live_server(hub: Hub, *, workers: int = 2, config: dict[str, Any] | None = None) -> Iterator[str]:
+    """The app on a loopback port (werkzeug, threaded) with the embedded runtime started (no ticker),
+    so "Run now" and "Retry" really run flows. Yields the base URL; stops both afterwards."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from hub.embedded import EmbeddedRuntime
+
+    runtime = EmbeddedRuntime(hub.db, workers=workers, tick_seconds=3600)
+    hub._runtime = runtime
+    runtime.start(ticker=False)
+    httpd = make_server("127.0.0.1", 0, create_app(hub, {"SECRET_KEY": "browser-test", **(config or {})}), threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, name="channelhub-test-web", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+        runtime.stop()
+
+
+@contextmanager
+def chromium_page(base_url: str, *, timeout_ms: int = 10_000) -> Iterator[Any]:
+    """A Playwright page in headless Debian Chromium, relative URLs resolved against ``base_url``;
+    ``confirm()`` dialogs are accepted."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            page.set_default_timeout(timeout_ms)
+            page.on("dialog", lambda dialog: dialog.accept())
+            yield page
+        finally:
+            browser.close()

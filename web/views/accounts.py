@@ -15,6 +15,7 @@ from sqlalchemy import select
 from hub import accounts as lifecycle
 from hub.errors import IllegalTransition, ValidationError
 from hub.models import ChannelAccount, Environment, Label, SyncRun
+from hub.netpolicy import check_base_url
 from web import forms, services
 from web.access import actor, allow, db, org_id, owned
 from web.api.schemas import AccountHubSettings
@@ -38,9 +39,10 @@ def new():  # type: ignore[no-untyped-def]
     return _new_form(cls, {}, {}, {}, "", Environment.SANDBOX.value)
 
 
-def _new_form(cls: Any, creds: dict, settings: dict, errors: dict, name: str, environment: str, status: int = 200):  # type: ignore[no-untyped-def]
+def _new_form(cls: Any, creds: dict, settings: dict, errors: dict, name: str, environment: str, status: int = 200,  # type: ignore[no-untyped-def]
+              base_url: str = ""):
     return render_template(
-        "accounts/new.html", channel=cls, name=name, environment=environment, errors=errors,
+        "accounts/new.html", channel=cls, name=name, environment=environment, errors=errors, base_url=base_url,
         environments=[e.value for e in Environment],
         cred_fields=forms.describe(cls.credentials_schema, creds, secret_fields=cls.secret_fields),
         setting_fields=forms.describe(cls.settings_schema, settings, secret_fields=cls.secret_fields),
@@ -55,11 +57,17 @@ def create():  # type: ignore[no-untyped-def]
     if cls is None:
         abort(400, description=f"no channel plugin named {plugin!r} is installed")
     name, environment = request.form.get("name", "").strip(), request.form.get("environment", "sandbox")
+    base_url = request.form.get("base_url", "").strip()
     creds_raw, cred_errors = forms.read(cls.credentials_schema, request.form, CRED, {}, secret_fields=cls.secret_fields)
     settings_raw, set_errors = forms.read(cls.settings_schema, request.form, SET, {}, secret_fields=cls.secret_fields)
     errors = _prefixed(CRED, cred_errors) | _prefixed(SET, set_errors)
     if len(name) > NAME_MAX:  # as the API's AccountCreate; the column holds 100 characters
         errors["name"] = [f"at most {NAME_MAX} characters"]
+    if base_url:  # where the workers will send the credentials: never inwards for a real account (SSRF)
+        try:
+            base_url = check_base_url(base_url, environment)
+        except ValidationError as error:
+            errors.update(forms.flatten_errors(error.messages))
     try:
         credentials = _validated(cls.validate_credentials, creds_raw, CRED, errors)
         settings = _validated(cls.validate_settings, settings_raw, SET, errors)
@@ -67,6 +75,7 @@ def create():  # type: ignore[no-untyped-def]
             raise ValidationError(errors)
         account = lifecycle.create_account(db(), org_id(), name, plugin, environment, credentials, settings,
                                            services.hub().box, actor(), fulfilment_mandatory=cls.fulfilment_mandatory)
+        account.base_url = base_url or None
         if request.form.get("submit") == "activate":
             lifecycle.activate(db(), account, actor())
     except (ValidationError, IllegalTransition) as error:
@@ -75,7 +84,7 @@ def create():  # type: ignore[no-untyped-def]
         typed_creds = {k: v for k, v in forms.typed_values(cls.credentials_schema, request.form, CRED).items()
                        if not forms.is_secret(k, cls.secret_fields)}
         typed_settings = forms.typed_values(cls.settings_schema, request.form, SET)
-        return _new_form(cls, typed_creds, typed_settings, errors, name, environment, 400)
+        return _new_form(cls, typed_creds, typed_settings, errors, name, environment, 400, base_url)
     db().commit()
     flash(f"{account.name} saved ({account.status.value.capitalize()}).", "ok")
     return redirect(url_for("accounts.show", account_id=account.id))
@@ -192,6 +201,8 @@ def hub_settings_from_form(form: Any) -> dict[str, Any]:
             data[name] = form.get(f"hub-{name}")
     for name in ("brand_filter", "season_filter", "warehouses"):
         data[name] = [part.strip() for part in form.get(f"hub-{name}", "").split(",") if part.strip()]
+    if "hub-base_url" in form:  # empty: the channel's own API again
+        data["base_url"] = form.get("hub-base_url", "").strip() or None
     return data
 
 
