@@ -134,3 +134,22 @@ def test_notifications_keep_the_stored_password(signed_in, hub: Hub, world: Worl
         assert notify.smtp_password(settings, hub.box) == "smtp-password-123456"
     bad = admin.post("/settings/notifications", {**form, "from_address": "not-an-address"})
     assert bad.status_code == 400 and 'value="smtp.example"' in bad.get_data(as_text=True)
+
+
+def test_retry_repeats_the_runs_work_but_not_an_admins_confirmation(signed_in, hub: Hub, world: World) -> None:
+    from hub.models import RunStatus
+
+    account_id = world.ids["a"]["account"]
+    with hub.db.session() as session:
+        failed = SyncRun(organisation_id=world.ids["a"]["organisation"], account_id=account_id, flow="reconcile",
+                         status=RunStatus.FAILED, params={"skus": ["DRESS-a-10"], "confirm_removals": True,
+                                                          "actor": "boss@a.example"})
+        session.add(failed)
+        session.flush()
+        failed_id = failed.id
+    response = signed_in("operator").post(f"/runs/{failed_id}/retry", {})
+    assert response.status_code == 302
+    with hub.db.session() as session:
+        again = session.scalars(select(SyncRun).order_by(SyncRun.id.desc())).first()
+        assert again.id != failed_id and again.flow == "reconcile"
+        assert again.params == {"skus": ["DRESS-a-10"]}

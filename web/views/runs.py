@@ -70,6 +70,15 @@ def progress():  # type: ignore[no-untyped-def]
     return jsonify(runs=[run_json(run) for run in runs])
 
 
+# An admin's confirmation belongs to the run it was given for; a retry asks again rather than reuse it.
+CONFIRMATIONS = ("confirm_removals", "actor")
+
+
+def retry_params(params: dict) -> dict:
+    """The failed run's params, so a retried targeted run (one order, some SKUs) does the same work."""
+    return {key: value for key, value in params.items() if key not in CONFIRMATIONS}
+
+
 @bp.route("/<int:run_id>/retry", methods=["POST"])
 @allow("operator")
 def retry(run_id: int):  # type: ignore[no-untyped-def]
@@ -79,7 +88,8 @@ def retry(run_id: int):  # type: ignore[no-untyped-def]
     if run.status in PENDING:
         flash(f"Run {run.id} is still {run.status.value}; it will run by itself.", "info")
         return redirect(url_for("runs.show", run_id=run.id))
+    params = retry_params(run.params or {})
     db().commit()
-    new_id = services.enqueue(run.account_id, run.flow, trigger="manual")
+    new_id = services.enqueue(run.account_id, run.flow, trigger="manual", params=params)
     flash(f"{run.flow} queued again (run {new_id}).", "ok")
     return redirect(url_for("runs.show", run_id=new_id))
