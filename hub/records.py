@@ -369,11 +369,22 @@ SCHEMAS: dict[type, type[RecordSchema]] = {
 
 R = TypeVar("R")
 
+# One instance per schema class, built on first use: a marshmallow schema holds no per-call state for
+# load/dump, and building one (fields copied, hooks resolved) cost more than validating a record.
+_INSTANCES: dict[type, RecordSchema] = {}
+
+
+def _schema(record_class: type) -> RecordSchema:
+    schema = _INSTANCES.get(record_class)
+    if schema is None:
+        schema = _INSTANCES[record_class] = SCHEMAS[record_class]()
+    return schema
+
 
 def load(record_class: type[R], data: Any) -> R:
     """Validate plain data and build the record; a ValidationError names every bad field."""
     try:
-        return SCHEMAS[record_class]().load(data)
+        return _schema(record_class).load(data)
     except marshmallow.ValidationError as error:
         messages = _flatten(error.messages)
         raise ValidationError(messages, field=next(iter(messages), None)) from None
@@ -381,7 +392,7 @@ def load(record_class: type[R], data: Any) -> R:
 
 def dump(record: Any) -> dict[str, Any]:
     """The record as JSON-safe data (decimals as strings, datetimes in ISO 8601)."""
-    return SCHEMAS[type(record)]().dump(record)
+    return _schema(type(record)).dump(record)
 
 
 def validate_record(record: Any) -> None:

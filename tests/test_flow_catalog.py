@@ -240,3 +240,65 @@ def test_the_flows_register_on_their_lanes_with_their_default_intervals(flowhub)
         queued = session.scalar(select(SyncRun.queued_at).where(SyncRun.account_id == source_id))
         assert next_due(session, account, "catalog").replace(tzinfo=None) == (
             queued.replace(tzinfo=None) + timedelta(seconds=defaults.FLOW_INTERVALS["catalog"]))
+
+
+# -- chunked writing --------------------------------------------------------------------------------
+
+
+def test_a_chunked_import_counts_duplicates_over_the_whole_enumeration(flowhub, monkeypatch):
+    monkeypatch.setattr(catalog, "CHUNK", 2)
+    source_id, _ = flowhub.source(products=[
+        product("A", variant("DUP-1"), variant("A-1")),
+        product("B", variant("B-1")),
+        product("C", variant("C-1")),
+        product("D", variant("D-1")),
+        product("E", variant("DUP-1", 9), variant("E-1")),  # three chunks later
+    ])
+
+    report = flowhub.run(source_id, "catalog")
+
+    assert report.status is RunStatus.PARTIAL
+    assert report.item("DUP-1").outcome == "rejected" and "appears 2 times" in report.item("DUP-1").message
+    assert {key for key, outcome in report.outcomes().items() if outcome == "ok"} == {"A-1", "B-1", "C-1", "D-1", "E-1"}
+    duplicate = flowhub.variant("DUP-1")
+    assert duplicate.duplicate is True and duplicate.product.parent_sku == "A"  # the first record kept
+    assert flowhub.events("catalog.imported")[-1].data["variants"] == 5
+
+
+def test_a_failure_after_chunks_were_written_rolls_the_whole_import_back(flowhub, monkeypatch):
+    source_id, shop = flowhub.source(products=[product("A", variant("A-1")), product("B", variant("B-1"))])
+    flowhub.run(source_id, "catalog")
+    monkeypatch.setattr(catalog, "CHUNK", 1)
+    shop.products[0].variants[0].price_retail = Decimal("1.00")
+    shop.products.append(product("C", variant("C-1")))
+
+    def broken(*_args, **_kwargs):
+        raise TransientError("database went away after the writes")
+
+    monkeypatch.setattr(catalog.labels, "apply_rules", broken)  # after every chunk was flushed
+    report = flowhub.run(source_id, "catalog", full=True)
+
+    assert report.status is RunStatus.FAILED and "went away" in report.error
+    assert report.items == []  # no item claims an import that was rolled back
+    assert flowhub.variant("A-1").price_retail == Decimal("49.95")
+    with flowhub.db.session() as session:
+        parents = session.scalars(select(Product.parent_sku).where(Product.organisation_id == flowhub.organisation_id))
+        assert sorted(parents) == ["A", "B"]
+
+
+def test_an_enumeration_failing_mid_way_writes_nothing(flowhub, monkeypatch):
+    monkeypatch.setattr(catalog, "CHUNK", 1)
+    source_id, _ = flowhub.source(products=[product("A", variant("A-1")), product("B", variant("B-1"))])
+
+    def halfway(self, since=None):
+        yield product("A", variant("A-1"))
+        yield product("B", variant("B-1"))
+        raise TransientError("page 3 timed out")
+
+    monkeypatch.setattr(MemoryChannel, "list_products", halfway)
+    report = flowhub.run(source_id, "catalog")
+
+    assert report.status is RunStatus.FAILED and "page 3 timed out" in report.error
+    with flowhub.db.session() as session:
+        assert session.scalars(select(Product).where(Product.organisation_id == flowhub.organisation_id)).all() == []
+        assert cursors.read(session, source_id, catalog.STREAM) is None

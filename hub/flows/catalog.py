@@ -18,19 +18,26 @@ Decisions (docs/flows-catalogue-listings-stock.md):
   ones) and kept out of every sync. Only a full import can prove a duplicate gone (an incremental one
   does not see the unchanged copy), so only a full import clears the flag.
 - The enumeration is read to the end before anything is written: duplicates can only be counted over
-  the whole of it, and a channel that fails mid-way raises, leaving the catalogue as it was.
+  the whole of it, and a channel that fails mid-way raises, leaving the catalogue as it was. It is
+  not *held* to the end, though: the first pass validates each product as it arrives, counts SKUs
+  (a Counter of strings) and parent SKUs, and spills the valid records to an anonymous temporary
+  file in chunks of ``CHUNK`` products; the second pass reads the chunks back and writes each one
+  (one query per chunk for the products and one for the variants already there, a flush, then the
+  ORM objects are let go). Both passes write in ONE transaction: anything failing rolls it all back.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import pickle
+import tempfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload
 
 from hub import cursors, labels
@@ -48,6 +55,7 @@ STREAM = "products"  # the cursor of the last import's start
 FULL_STREAM = "products_full"  # the cursor of the last full import's start
 OVERLAP = timedelta(minutes=10)
 FULL_EVERY = timedelta(days=1)  # account.schedules["catalog_full"] (seconds) overrides
+CHUNK = 1000  # products per spilled chunk and per write (about 4,000 variants in fashion)
 
 PRODUCT_FIELDS = ("title", "description", "brand", "category", "gender", "season", "tags", "images", "attributes",
                   "active", "external_id")
@@ -89,28 +97,66 @@ def run(ctx: FlowContext) -> None:
     started = utcnow()  # taken before the read: whatever changes during it is read again next time
 
     channel = open_channel(account)
-    received = _enumerate(channel.list_products(since))
-    ctx.add_api_calls(1)
     result = ImportResult()
-    products = _valid_products(received, result)
-    occurrences = Counter(variant.sku for product in products for variant in product.variants)
+    with _Spool() as spool:
+        # Pass 1: the whole enumeration, validated and counted, spilled to disk (or the channel's error).
+        occurrences, parents = _read(channel.list_products(since), result, spool)
+        ctx.add_api_calls(1)
 
-    with ctx.db.session() as session:
-        account = session.get(ChannelAccount, account.id)
-        assert account is not None
-        _upsert(ctx, session, account, products, occurrences, full, result)
-        if full:
-            _deactivate_missing(session, account, {product.parent_sku for product in products}, result)
-        _record_duplicates(session, account, full, result)
-        result.rules = labels.apply_rules(session, account.organisation_id)
-        cursors.write_time(session, account.id, STREAM, started)
-        if full:
-            cursors.write_time(session, account.id, FULL_STREAM, started)
-        _report(session, ctx, account, full, result)
+        with ctx.db.session() as session:
+            account_id = account.id
+            _upsert(ctx, session, account_id, spool, occurrences, parents, full, result)
+            account = session.get(ChannelAccount, account_id)
+            assert account is not None
+            if full:
+                _deactivate_missing(session, account, parents, result)
+            _record_duplicates(session, account, full, result)
+            result.rules = labels.apply_rules(session, account.organisation_id)
+            cursors.write_time(session, account.id, STREAM, started)
+            if full:
+                cursors.write_time(session, account.id, FULL_STREAM, started)
+            _report(session, ctx, account, full, result)
+        total = spool.count
 
+    ctx.progress(total, total)
     # Items go out after the commit, so the run never claims an import that was rolled back.
     for key, outcome, message, item_field in result.items:
         ctx.item(key, outcome, message, item_field)
+
+
+class _Spool:
+    """Valid product records spilled to an anonymous temporary file, ``CHUNK`` at a time."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile()
+        self.pending: list[canonical.Product] = []
+        self.count = 0
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.file.close()
+
+    def add(self, product: canonical.Product) -> None:
+        self.pending.append(product)
+        self.count += 1
+        if len(self.pending) >= CHUNK:
+            self._spill()
+
+    def _spill(self) -> None:
+        if self.pending:
+            pickle.dump(self.pending, self.file, protocol=pickle.HIGHEST_PROTOCOL)
+            self.pending = []
+
+    def chunks(self) -> Iterator[list[canonical.Product]]:
+        self._spill()
+        self.file.seek(0)
+        while True:
+            try:
+                yield pickle.load(self.file)
+            except EOFError:
+                return
 
 
 # -- reading the source ----------------------------------------------------------------------------
@@ -136,46 +182,55 @@ def _wants_full(session: Session, account: ChannelAccount, params: dict[str, Any
     return aware(last_full) + period <= utcnow()
 
 
-def _enumerate(products: Iterable[Any]) -> list[canonical.Product]:
-    received = list(products)  # the whole enumeration, or the channel's error
-    for product in received:
+def _read(products: Iterable[Any], result: ImportResult, spool: _Spool) -> tuple[Counter[str], set[str]]:
+    """Pass 1: validate each product as it arrives, count SKUs and parents, spill the valid ones."""
+    occurrences: Counter[str] = Counter()
+    parents: set[str] = set()
+    for product in products:
         if not isinstance(product, canonical.Product):
             raise ContractError(f"list_products yielded {type(product).__name__}, not hub.records.Product")
-    return received
+        valid = _valid_product(product, result)
+        if valid is None:
+            continue
+        parents.add(valid.parent_sku)
+        occurrences.update(variant.sku for variant in valid.variants)
+        spool.add(valid)
+    return occurrences, parents
 
 
-def _valid_products(received: list[canonical.Product], result: ImportResult) -> list[canonical.Product]:
-    """Products that pass the canonical schema, each keeping only its valid variants.
+def _valid_products(received: Iterable[canonical.Product], result: ImportResult) -> list[canonical.Product]:
+    """Products that pass the canonical schema, each keeping only its valid variants."""
+    return [valid for product in received if (valid := _valid_product(product, result)) is not None]
+
+
+def _valid_product(product: canonical.Product, result: ImportResult) -> canonical.Product | None:
+    """The product if it passes the canonical schema, keeping only its valid variants; None if it fails.
 
     A bad variant (a SKU with stray spaces, a negative price) is rejected alone; a bad product (no
     title) takes its variants with it, since they cannot be listed without it.
     """
-    valid = []
-    for product in received:
+    try:
+        # The common case in one round trip through the schemas (product and variants together):
+        # a per-variant round trip builds a schema pair per variant and was half the import's CPU.
+        canonical.validate_record(product)
+    except ValidationError:
+        pass  # find out which part is bad, below
+    else:
+        return product
+    try:
+        canonical.validate_record(dataclasses.replace(product, variants=[]))
+    except ValidationError as error:
+        result.item(product.parent_sku or product.title or "?", "rejected", f"product not imported: {error}", error.field)
+        return None
+    variants = []
+    for variant in product.variants:
         try:
-            # The common case in one round trip through the schemas (product and variants together):
-            # a per-variant round trip builds a schema pair per variant and was half the import's CPU.
-            canonical.validate_record(product)
-        except ValidationError:
-            pass  # find out which part is bad, below
-        else:
-            valid.append(product)
-            continue
-        try:
-            canonical.validate_record(dataclasses.replace(product, variants=[]))
+            canonical.validate_record(variant)
         except ValidationError as error:
-            result.item(product.parent_sku or product.title or "?", "rejected", f"product not imported: {error}", error.field)
+            result.item(variant.sku or product.parent_sku, "rejected", f"variant not imported: {error}", error.field)
             continue
-        variants = []
-        for variant in product.variants:
-            try:
-                canonical.validate_record(variant)
-            except ValidationError as error:
-                result.item(variant.sku or product.parent_sku, "rejected", f"variant not imported: {error}", error.field)
-                continue
-            variants.append(variant)
-        valid.append(dataclasses.replace(product, variants=variants))
-    return valid
+        variants.append(variant)
+    return dataclasses.replace(product, variants=variants)
 
 
 # -- writing the catalogue -------------------------------------------------------------------------
@@ -184,35 +239,48 @@ def _valid_products(received: list[canonical.Product], result: ImportResult) -> 
 def _upsert(
     ctx: FlowContext,
     session: Session,
-    account: ChannelAccount,
-    records: list[canonical.Product],
+    account_id: int,
+    spool: _Spool,
     occurrences: Counter[str],
+    parents: set[str],
     full: bool,
     result: ImportResult,
 ) -> None:
-    organisation_id = account.organisation_id
-    parents = {record.parent_sku for record in records}
-    products = _products_by_parent(session, organisation_id, parents)
-    variants = _variants_by_sku(session, organisation_id, set(occurrences))
-    ctx.progress(0, len(records))
-    for done, record in enumerate(records, start=1):
-        product = products.get(record.parent_sku)
-        if product is not None and product.source_account_id not in (None, account.id):
-            result.item(record.parent_sku, "rejected", f"parent SKU {record.parent_sku} already comes from another "
-                        "source account; a product has one source", "parent_sku")
-            continue
-        if product is None:
-            product = Product(organisation_id=organisation_id, parent_sku=record.parent_sku)
-            session.add(product)
-            products[record.parent_sku] = product
-        _assign(product, {name: getattr(record, name) for name in PRODUCT_FIELDS})
-        product.source_account_id = account.id
-        result.products += 1
-        for variant_record in record.variants:
-            _upsert_variant(session, account, product, variant_record, variants, occurrences, parents, full, result)
-        _deactivate_dropped_variants(product, {v.sku for v in record.variants}, result)
-        ctx.progress(done)
-    session.flush()
+    """Pass 2: write the spilled records a chunk at a time, inside the caller's transaction."""
+    ctx.progress(0, spool.count)
+    # Progress is written by its own connection: SQLite has one writer, which this transaction holds
+    # from its first flush, so there the count moves only after the commit.
+    live = session.get_bind().dialect.name != "sqlite"
+    done = 0
+    for records in spool.chunks():
+        account = session.get(ChannelAccount, account_id)
+        assert account is not None
+        organisation_id = account.organisation_id
+        products = _products_by_parent(session, organisation_id, {record.parent_sku for record in records})
+        variants = _variants_by_sku(session, organisation_id, {v.sku for record in records for v in record.variants})
+        for record in records:
+            done += 1
+            product = products.get(record.parent_sku)
+            if product is not None and product.source_account_id not in (None, account.id):
+                result.item(record.parent_sku, "rejected", f"parent SKU {record.parent_sku} already comes from another "
+                            "source account; a product has one source", "parent_sku")
+                continue
+            if product is None:
+                product = Product(organisation_id=organisation_id, parent_sku=record.parent_sku)
+                session.add(product)
+                products[record.parent_sku] = product
+            _assign(product, {name: getattr(record, name) for name in PRODUCT_FIELDS})
+            product.source_account_id = account.id
+            result.products += 1
+            for variant_record in record.variants:
+                _upsert_variant(session, account, product, variant_record, variants, occurrences, parents, full, result)
+            _deactivate_dropped_variants(product, {v.sku for v in record.variants}, result)
+        session.flush()
+        # Written (still uncommitted): let the chunk's ORM objects go, so memory does not grow with it.
+        del products, variants, records
+        session.expunge_all()
+        if live and done < spool.count:
+            ctx.progress(done)
 
 
 def _upsert_variant(
@@ -325,11 +393,13 @@ def _deactivate_dropped_variants(product: Product, present: set[str], result: Im
 
 def _deactivate_missing(session: Session, account: ChannelAccount, imported: set[str], result: ImportResult) -> None:
     """Full imports only: products of this source that it no longer returns are gone from it."""
-    query = select(Product).where(Product.source_account_id == account.id, Product.active.is_(True))
-    for product in session.scalars(query):
-        if product.parent_sku not in imported:
-            product.active = False
-            result.deactivated_products += 1
+    query = select(Product.id, Product.parent_sku).where(Product.source_account_id == account.id,
+                                                         Product.active.is_(True))
+    gone = [row.id for row in session.execute(query) if row.parent_sku not in imported]
+    for chunk in labels.chunked(gone):
+        session.execute(update(Product).where(Product.id.in_(chunk)).values(active=False, updated_at=utcnow())
+                        .execution_options(synchronize_session=False))
+    result.deactivated_products += len(gone)
 
 
 def _record_duplicates(session: Session, account: ChannelAccount, full: bool, result: ImportResult) -> None:

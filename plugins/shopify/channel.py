@@ -74,6 +74,9 @@ class SettingsSchema(Schema):
     restock_location = fields.String(load_default=None, allow_none=True)
     bulk_poll_seconds = fields.Float(load_default=2.0, validate=validate.Range(min=0))
     bulk_timeout_seconds = fields.Float(load_default=3600.0, validate=validate.Range(min=1))
+    # Products held open while the bulk file streams, for variants of one product that are not
+    # consecutive in it (see ShopifyChannel._bulk_products).
+    bulk_group_window = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=100_000))
 
 
 class ShopifyChannel(Channel):
@@ -177,23 +180,59 @@ class ShopifyChannel(Channel):
                 yield product
 
     def _bulk_products(self, since: datetime | None) -> Iterator[Product]:
-        variants: dict[str, dict[str, Any]] = {}
-        levels: dict[str, list[dict[str, Any]]] = {}
+        """Products of the bulk JSONL, each yielded once its rows are in, while the file streams.
+
+        Each line is a variant with its product inline, or an inventory level of a variant
+        (``__parentId``); Shopify writes children after their parent. Variants of one product are
+        consecutive in practice but nothing promises it, so products stay *open* in a bounded buffer
+        (``bulk_group_window`` products, least recently touched released first) and are yielded when
+        they fall out of it or at the end of the file. A row for a product already yielded cannot be
+        merged into it (the record went out complete), so it fails the import loudly rather than
+        deactivate the variants that record lacked: raise the window, or use ``catalogue_mode: paged``.
+        """
+        window = max(1, int(self.config["bulk_group_window"]))
+        open_products: dict[str, tuple[dict[str, Any], list[tuple[dict[str, Any], list[dict[str, Any]]]]]] = {}
+        open_variants: dict[str, list[dict[str, Any]]] = {}  # variant id -> its level rows (open products only)
+        released: set[str] = set()
+
+        def release(product_id: str) -> Product | None:
+            node, rows = open_products.pop(product_id)
+            released.add(product_id)
+            for variant, _ in rows:
+                open_variants.pop(variant.get("id", ""), None)
+            if since is not None and _parse_time(node.get("updatedAt")) <= since:
+                return None  # a bulk export is the whole catalogue; incremental filtering happens here
+            return self._product(node, rows)
+
         for row in self.client.bulk_export(BULK_CATALOGUE, poll_seconds=self.config["bulk_poll_seconds"],
                                            timeout_seconds=self.config["bulk_timeout_seconds"]):
             parent = row.get("__parentId")
             if parent:
-                levels.setdefault(parent, []).append(row)
-            else:
-                variants[row["id"]] = row
-        by_product: dict[str, list[dict[str, Any]]] = {}
-        for variant in variants.values():
-            by_product.setdefault((variant.get("product") or {}).get("id", ""), []).append(variant)
-        for rows in by_product.values():
-            product_node = rows[0].get("product") or {}
-            if since is not None and _parse_time(product_node.get("updatedAt")) <= since:
-                continue  # a bulk export is the whole catalogue; incremental filtering happens here
-            product = self._product(product_node, [(v, levels.get(v["id"], [])) for v in rows])
+                levels = open_variants.get(parent)
+                if levels is None:
+                    raise ContractError(f"bulk result: inventory level {row.get('id')} of variant {parent} came after "
+                                        f"its product was complete (more than {window} products later)")
+                levels.append(row)
+                continue
+            product_node = row.get("product") or {}
+            product_id = product_node.get("id", "")
+            entry = open_products.pop(product_id, None)  # re-inserted below: most recently touched last
+            if entry is None:
+                if product_id in released:
+                    raise ContractError(
+                        f"bulk result: variant {row.get('id')} of product {product_id} came more than {window} products "
+                        "after the product's other variants; raise bulk_group_window or use catalogue_mode paged")
+                entry = (product_node, [])
+            open_products[product_id] = entry
+            levels = []
+            entry[1].append((row, levels))
+            open_variants[row.get("id", "")] = levels
+            while len(open_products) > window:
+                product = release(next(iter(open_products)))
+                if product is not None:
+                    yield product
+        while open_products:
+            product = release(next(iter(open_products)))
             if product is not None:
                 yield product
 

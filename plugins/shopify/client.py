@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -244,19 +245,56 @@ class ShopifyClient:
     # -- bulk result -----------------------------------------------------------------------------
 
     def _download_jsonl(self, url: str) -> Iterator[dict[str, Any]]:
+        """The bulk result file, streamed line by line: memory stays flat whatever the file's size."""
         # The file sits behind a signed storage URL: a separate client, without the access token.
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
-        with self._services.http_client(origin, limits=self._limits) as storage:
-            response = storage.get(url)
+        with self._services.http_client(origin, limits=self._limits) as storage, _stream_get(storage, url) as response:
+            number = 0
+            try:
+                for line in response.iter_lines():
+                    number += 1
+                    if not line.strip():
+                        continue
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        raise ContractError(f"bulk result line {number} is not JSON") from None
+            except httpx.TransportError as error:
+                raise TransientError(f"the bulk result download broke off after line {number}: {error}") from None
+
+
+@contextmanager
+def _stream_get(storage: Any, url: str) -> Iterator[httpx.Response]:
+    """GET ``url`` through the hub client as a streaming response (its body is read as it is consumed).
+
+    ``HubHttpClient`` has no streaming call (hub/http.py), so this takes its rate-limit token, sends
+    with the underlying httpx client (same transport, headers and redaction) and counts the request.
+    A failed status is read and raised the hub's way; the download is not replayed here: a broken
+    file download fails the import (TransientError), which the job retries as a whole.
+    """
+    client = getattr(storage, "_client", None)
+    if not isinstance(client, httpx.Client):  # a client without the hub internals: whole body
+        response = storage.get(url)
+        storage.raise_for_status(response)
+        yield response
+        return
+    storage.bucket.acquire()
+    request = client.build_request("GET", url)
+    try:
+        response = client.send(request, stream=True)
+    except httpx.TransportError as error:
+        raise TransientError(f"the bulk result download failed: {error}") from None
+    try:
+        count = getattr(storage, "_count", None)
+        if count is not None:
+            count(request)
+        if response.status_code >= 400:
+            response.read()
             storage.raise_for_status(response)
-            for number, line in enumerate(response.text.splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    raise ContractError(f"bulk result line {number} is not JSON") from None
+        yield response
+    finally:
+        response.close()
 
 
 # -- documents used by the client itself ------------------------------------------------------------

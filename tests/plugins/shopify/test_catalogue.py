@@ -103,3 +103,53 @@ def test_gender_and_season_come_from_tags_and_a_spaced_sku_is_left_for_the_flow_
     [product] = list(make_channel(app).list_products(None))
     assert (product.gender, product.season) == ("Women", "SS26")
     assert [v.sku for v in product.variants] == ["DRESS-S", "DRESS-M "]  # the catalogue flow names the bad one
+
+
+# -- the bulk result, streamed ------------------------------------------------------------------------
+
+
+def _late_variant(app: Any) -> tuple[Any, str]:
+    """Give the shop's first product a variant created after every other one (a size added later), so
+    in the bulk file it comes after the other products' variants instead of beside its siblings."""
+    state = app.state
+    first = next(iter(state.products.values()))
+    donor = state.add_product(title="Donor", handle="donor", vendor="Acme", product_type="Tees", tags=[],
+                              variants=[("LATE-XL", "XL", "Black")])
+    [variant_id] = donor.variant_ids
+    del state.products[donor.id]
+    state.variants[variant_id].product_id = first.id
+    first.variant_ids.append(variant_id)
+    return first, "LATE-XL"
+
+
+def test_bulk_products_are_yielded_while_the_file_streams(make_sandbox: Any, make_channel: Any) -> None:
+    app = make_sandbox(products=30)
+    channel = make_channel(app, {"catalogue_mode": "bulk", "bulk_group_window": 2})
+    products = channel.list_products(None)
+    first = next(iter(products))  # out before the rest of the file is grouped
+    assert len(first.variants) == 3 and all(v.stock for v in first.variants)
+    rest = list(products)
+    assert len(rest) == 29 and len(set(skus([first, *rest]))) == 90
+
+
+def test_a_variant_listed_apart_from_its_siblings_is_grouped_within_the_window(make_sandbox: Any,
+                                                                                 make_channel: Any) -> None:
+    app = make_sandbox(products=5)
+    product, late_sku = _late_variant(app)
+    products = list(make_channel(app, {"catalogue_mode": "bulk"}).list_products(None))
+    assert len(products) == 5
+    grouped = next(p for p in products if late_sku in [v.sku for v in p.variants])
+    assert grouped.parent_sku == product.handle and len(grouped.variants) == 4
+    assert next(v for v in grouped.variants if v.sku == late_sku).stock
+
+
+def test_a_variant_later_than_the_window_fails_the_import_instead_of_yielding_a_short_product(
+        make_sandbox: Any, make_channel: Any) -> None:
+    import pytest
+
+    from hub.errors import ContractError
+
+    app = make_sandbox(products=5)
+    _late_variant(app)
+    with pytest.raises(ContractError, match="bulk_group_window"):
+        list(make_channel(app, {"catalogue_mode": "bulk", "bulk_group_window": 2}).list_products(None))
