@@ -282,3 +282,91 @@ def hub_connector() -> Any:
 
 def fmt_rss(mb: float) -> str:
     return f"{mb:.0f} MB"
+
+
+# -- several sandboxes in one child process (bench/order_flow.py) ------------------------------------
+
+
+def _group_child(conn: Any, factory: Callable[[], dict[str, Any]], quiet: bool) -> None:
+    import logging
+
+    from hub.sandbox import serve
+
+    if quiet:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    apps = factory()
+    counting = {name: _Counting(app) for name, app in apps.items()}
+    served = {}
+    for name, app in apps.items():
+        if hasattr(app, "served"):
+            app.served = True
+        served[name] = serve(counting[name])
+    conn.send({name: s.url for name, s in served.items()})
+    while True:
+        try:
+            command, args = conn.recv()
+        except EOFError:
+            break
+        if command == "stop":
+            break
+        try:
+            if command == "calls":
+                result = {}
+                for name, wrapper in counting.items():
+                    with wrapper.lock:
+                        result[name] = (dict(wrapper.calls), dict(wrapper.statuses))
+                conn.send(("ok", result))
+            elif command == "call":
+                name, function, payload = args
+                conn.send(("ok", function(apps[name], *payload)))
+            else:
+                conn.send(("error", f"unknown command {command}"))
+        except Exception as error:  # noqa: BLE001 - reported to the parent
+            conn.send(("error", f"{type(error).__name__}: {error}"))
+    for s in served.values():
+        s.stop()
+
+
+class SandboxGroup:
+    """Several sandbox WSGI apps (``factory() -> {name: app}``) served over loopback by ONE child
+    process, each on its own port: ``urls[name]``; ``call(name, fn, *args)`` runs ``fn(app, *args)``
+    in the child; ``calls()`` gives ``{name: (requests per (method, path), answers per status)}``."""
+
+    def __init__(self, factory: Callable[[], dict[str, Any]], *, quiet: bool = True) -> None:
+        context = multiprocessing.get_context("fork")
+        self._conn, child = context.Pipe()
+        self.process = context.Process(target=_group_child, args=(child, factory, quiet), daemon=True)
+        self.process.start()
+        self.urls: dict[str, str] = self._conn.recv()
+
+    def _ask(self, command: str, args: Any = None) -> Any:
+        self._conn.send((command, args))
+        status, value = self._conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"sandbox group {command}: {value}")
+        return value
+
+    def call(self, name: str, function: Callable[..., Any], *args: Any) -> Any:
+        return self._ask("call", (name, function, args))
+
+    def calls(self) -> dict[str, tuple[Counter, Counter]]:
+        return {name: (Counter(c), Counter(s)) for name, (c, s) in self._ask("calls").items()}
+
+    def stop(self) -> None:
+        try:
+            self._conn.send(("stop", None))
+        except OSError:
+            pass
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+
+
+def percentile(values: list[float], share: float) -> float:
+    """Nearest-rank percentile (share 0.5 = p50, 0.95 = p95); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-share * len(ordered) // 1))))
+    return ordered[rank - 1]
