@@ -60,7 +60,9 @@ class IconicSettings(Schema):
         "description": "Use THE ICONIC's preprod Seller Center instead of live"})
     delivery_type = fields.String(load_default="dropship", validate=validate.OneOf(DELIVERY_TYPES))
     price_country = fields.String(load_default="AU", validate=validate.Regexp(r"^[A-Z]{2}$"))
-    order_overlap_minutes = fields.Integer(load_default=10, validate=validate.Range(min=0, max=1440))
+    # Extra minutes on top of the orders flow's own re-read window (hub.flows.orders.PULL_OVERLAP):
+    # the hub already overlaps every pull, so by default the channel adds none.
+    order_overlap_minutes = fields.Integer(load_default=0, validate=validate.Range(min=0, max=1440))
     keep_marketplace_sales = fields.Boolean(load_default=True, metadata={
         "description": "Keep a sale price set in Seller Center when the hub sends none"})
 
