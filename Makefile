@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test install services clean bench bench-quick
+.PHONY: demo test install services clean bench bench-quick chaos
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) bench/stock_sync.py --quick && $(PY) bench/catalog_import.py --quick && $(PY) bench/rate_limits.py --quick
+
+# The full fault suite (about 25 minutes; restarts the local Redis and PostgreSQL): docs/reliability.md.
+chaos: $(STAMP)
+	$(PY) -m pytest -m chaos tests/chaos -s
 
 services:
 	bash .ci/services

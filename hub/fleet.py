@@ -16,6 +16,16 @@
 
 A worker process builds its ``Database`` from ``CHANNELHUB_DATABASE_URL`` once, lazily; a forked
 work horse drops the inherited connection pool and opens its own.
+
+Recovery (every tick, :meth:`FleetRuntime.recover`): a worker killed mid-run, the worker that ran
+RQ's scheduler killed, or a Redis that restarted without its data must not stall an account's flow
+until ``RUN_STALE_AFTER``. The tick fails a running run whose flow lock lapsed (its work horse is
+gone; the lock lives ``FLOW_LOCK_TIMEOUT`` without its heartbeat), fails a pending run whose job RQ
+finished with, queues again a pending run whose job Redis no longer holds (or holds in no queue or
+registry: a worker took it and died before starting it), and moves retries and
+deferrals overdue by ``RESCUE_OVERDUE_AFTER`` onto their queues itself. The schedule then queues a
+fresh run where one was failed. Doubt is resolved towards running again: the database (bindings,
+unique order keys), never Redis, makes a second run harmless.
 """
 
 from __future__ import annotations
@@ -23,22 +33,29 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import LockError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Retry, Worker, get_current_job
 from rq.cron import CronScheduler
-from rq.job import Job
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from sqlalchemy import select
 
 from hub import defaults
 from hub.config import Config, load_config
 from hub.db import Database
 from hub.errors import ConfigurationError, TransientError
+from hub.events import emit
 from hub.jobs import (
+    PENDING,
     Outcome,
     ProgressSink,
     Verdict,
@@ -49,11 +66,33 @@ from hub.jobs import (
     load_builtin_flows,
     set_enqueuer,
 )
-from hub.locks import RedisLocks
-from hub.models import ChannelAccount
-from hub.scheduling import enqueue_due, next_due, promote_accounts, run_tick_hooks
+from hub.locks import RedisLocks, lock_key
+from hub.models import ChannelAccount, RunStatus, SyncRun, utcnow
+from hub.scheduling import (
+    aware,
+    enqueue_due,
+    next_due,
+    promote_accounts,
+    run_tick_hooks,
+)
 
 log = logging.getLogger("channelhub.fleet")
+
+# A flow's Redis lock lives this long without its heartbeat (which extends it every third of this
+# while the flow runs), so the lock of a work horse that was killed frees itself within seconds,
+# not after the 15 minutes of defaults.LOCK_TIMEOUT. A lock lost to a stalled heartbeat is harmless:
+# the database, not the lock, keeps a second run of the flow from duplicating anything.
+FLOW_LOCK_TIMEOUT = 15
+# A retry or deferral this overdue has no live RQ scheduler moving it (the worker running it died):
+# the tick moves it onto its queue.
+RESCUE_OVERDUE_AFTER = 10
+# A pending run whose job Redis has not known for this long (Redis restarted without its data), or
+# that no queue or registry holds (a worker killed between taking it off its queue and starting it),
+# is queued again; the delay covers the moments between writing a run, queueing and starting its job.
+LOST_JOB_GRACE = 30
+# RQ's maintenance (abandoned jobs, a dead scheduler's lock) runs this often per worker; RQ's own
+# default is 10 minutes.
+WORKER_MAINTENANCE_SECONDS = 30
 
 
 def queue_name(lane: str, prefix: str = defaults.QUEUE_PREFIX) -> str:
@@ -114,17 +153,20 @@ class FleetRuntime:
 
     def enqueue_due(self, now: datetime | None = None) -> list[int]:
         # One tick at a time across the fleet: overlapping ticks could both see a flow as not pending.
-        guard = self.redis.lock(f"{self.prefix}:tick", timeout=300, blocking=False)
+        # The tick's lock is a flow lock (heartbeat, FLOW_LOCK_TIMEOUT): a worker killed during a tick
+        # must not stop the schedule for long.
+        guard = RedisLocks(self.redis, self.prefix, timeout=FLOW_LOCK_TIMEOUT).lock(None, "tick")
         if not guard.acquire():
             log.info("another scheduler tick is running; skipping this one")
             return []
         try:
+            try:
+                self.recover()
+            except Exception:  # recovery trouble must not stop the schedule
+                log.exception("recovering lost runs failed; the schedule goes on")
             return enqueue_due(self.db, self.enqueue, now)
         finally:
-            try:
-                guard.release()
-            except LockError:
-                pass
+            guard.release()
 
     def next_due(self, account: ChannelAccount, flow: str) -> datetime:
         with self.db.session() as session:
@@ -142,6 +184,97 @@ class FleetRuntime:
             return Job.fetch(job_id_for(run_id, self.prefix), connection=self.redis)
         except Exception:
             return None
+
+    # -- recovery ----------------------------------------------------------------
+
+    def recover(self) -> dict[str, list[Any]]:
+        """Unstick what dead workers or a Redis restart left behind (see the module docstring)."""
+        moved = self._rescue_overdue()
+        failed, requeued = self._reap_lost_runs()
+        if moved or failed or requeued:
+            log.warning("recovery: moved overdue jobs %s, failed runs %s, queued again %s", moved, failed, requeued)
+        return {"moved": moved, "failed": failed, "requeued": requeued}
+
+    def _rescue_overdue(self) -> list[str]:
+        """Retries and deferrals long overdue: RQ's scheduler (inside a worker) is not running."""
+        cutoff = int(time.time() - RESCUE_OVERDUE_AFTER)
+        moved = []
+        for queue in self.queues.values():
+            registry = queue.scheduled_job_registry
+            for job_id in registry.get_jobs_to_schedule(cutoff):
+                if not registry.remove(job_id):
+                    continue  # a scheduler that came back moved it meanwhile
+                try:
+                    job = Job.fetch(job_id, connection=self.redis)
+                except NoSuchJobError:
+                    continue
+                queue.enqueue_job(job)
+                moved.append(job_id)
+        return moved
+
+    def _reap_lost_runs(self) -> tuple[list[int], list[int]]:
+        """Fail runs nobody runs any more; queue again runs whose job Redis lost."""
+        now = utcnow()
+        failed: list[int] = []
+        requeued: list[tuple[int, str, str, dict[str, Any]]] = []
+        with self.db.session() as session:
+            runs = session.scalars(select(SyncRun).where(SyncRun.status.in_(PENDING),
+                                                         SyncRun.job_id.like(f"{self.prefix}-run-%")))
+            for run in runs:
+                reason = self._lost(run, now)
+                if reason is None:
+                    continue
+                if reason == "requeue":
+                    requeued.append((run.id, lane_for(run.flow), run.flow, dict(run.params or {})))
+                    continue
+                run.status, run.error, run.finished_at = RunStatus.FAILED, reason, now
+                emit(session, organisation_id=run.organisation_id, account_id=run.account_id, run_id=run.id,
+                     kind="flow.failed", level="warning", message=f"{run.flow} failed: {reason}",
+                     data={"flow": run.flow, "attempt": run.attempt, "error": "WorkerLost"})
+                failed.append(run.id)
+        for run_id, lane, flow, params in requeued:
+            self._submit(run_id, lane, flow, params, 0)
+        return failed, [run_id for run_id, *_ in requeued]
+
+    def _lost(self, run: SyncRun, now: datetime) -> str | None:
+        """Why ``run`` will never finish by itself ("requeue" when its job vanished), else None."""
+        if run.status == RunStatus.RUNNING:
+            # A running flow holds its lock and its heartbeat extends it; no lock: the horse is gone.
+            started = aware(run.started_at or run.queued_at)
+            if now - started < timedelta(seconds=FLOW_LOCK_TIMEOUT / 3):
+                return None
+            if self.redis.exists(f"{self.prefix}:{lock_key(run.account_id, run.flow)}"):
+                return None
+            return "abandoned: the worker running it stopped (its flow lock lapsed); the schedule runs the flow again"
+        queued = aware(run.queued_at)
+        if now - queued < timedelta(seconds=LOST_JOB_GRACE):
+            return None
+        try:
+            job = Job.fetch(run.job_id or "", connection=self.redis)
+        except NoSuchJobError:
+            return "requeue"  # Redis lost the job (restarted without persistence?): queue the run again
+        status = job.get_status(refresh=False)
+        if status in (JobStatus.FAILED, JobStatus.FINISHED, JobStatus.STOPPED, JobStatus.CANCELED):
+            return f"abandoned: its job ended {status.value} in RQ without finishing the run (a worker died?)"
+        return "requeue" if self._stranded(job, status, now) else None
+
+    def _stranded(self, job: Job, status: JobStatus | None, now: datetime) -> bool:
+        """A job no queue or registry holds any more: a worker took it off its queue and was killed
+        before RQ recorded it as started. Nothing in RQ would ever run it again."""
+        queue = Queue(job.origin, connection=self.redis)
+        grace = timedelta(seconds=LOST_JOB_GRACE)
+        if status == JobStatus.QUEUED:
+            since = job.enqueued_at
+            held = self.redis.lpos(queue.key, job.id) is not None
+        elif status == JobStatus.SCHEDULED:
+            since = job.enqueued_at or job.created_at
+            held = self.redis.zscore(queue.scheduled_job_registry.key, job.id) is not None
+        elif status == JobStatus.STARTED:
+            since = job.started_at
+            held = job.id in queue.started_job_registry.get_job_ids(cleanup=False)
+        else:
+            return False
+        return not held and since is not None and now - aware(since) > grace
 
     def _submit(self, run_id: int, lane: str, flow: str, params: dict[str, Any], delay: float) -> Job:
         options: dict[str, Any] = {
@@ -198,7 +331,7 @@ def run_flow_job(run_id: int) -> dict[str, Any] | Retry:
     outcome = execute_run(
         worker_database(),
         run_id,
-        locks=RedisLocks(connection, meta.get("prefix", defaults.QUEUE_PREFIX)),
+        locks=RedisLocks(connection, meta.get("prefix", defaults.QUEUE_PREFIX), timeout=FLOW_LOCK_TIMEOUT),
         retries_left=(job.retries_left or 0) if job is not None else 0,
         busy_delay=meta.get("busy_delay"),
         params=meta.get("params"),
@@ -254,15 +387,31 @@ def run_worker(
 
     Runs with RQ's scheduler, which moves retries and deferred jobs back onto their queues when due;
     any number of workers may run it, RQ elects one per queue.
+
+    RQ's work loop quits on any error, a lost Redis connection included (Redis restarting); a worker
+    that stops without being asked to waits until Redis answers again and starts over, so a fleet
+    outlives a Redis restart without a supervisor's help. SIGTERM / SIGINT stop it as before.
     """
     chosen = _lanes(lanes)
     connection = _redis(config.redis_url)
     _check_database(worker_database(config.database_url))
     load_builtin_flows()  # once here, so every forked work horse inherits the registry
     queues = [Queue(queue_name(lane, prefix), connection=connection) for lane in chosen]
-    worker = Worker(queues, connection=connection, name=name)
-    log.info("worker %s on %s", worker.name, ", ".join(queue.name for queue in queues))
-    return worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
+    restarts = 0
+    while True:
+        worker = Worker(queues, connection=connection, name=_restart_name(name, restarts),
+                        maintenance_interval=WORKER_MAINTENANCE_SECONDS)
+        log.info("worker %s on %s", worker.name, ", ".join(queue.name for queue in queues))
+        try:
+            worked = worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
+        except (RedisConnectionError, RedisTimeoutError):  # raised by RQ's tear-down, Redis being gone
+            worked = False
+        asked = getattr(worker, "_shutdown_requested_date", None) is not None or getattr(worker, "_stop_requested", False)
+        if burst or asked:
+            return worked
+        restarts += 1
+        log.error("worker %s stopped by itself (Redis lost?); it starts again once Redis answers", worker.name)
+        _wait_for_redis(connection)
 
 
 def run_scheduler(
@@ -274,21 +423,51 @@ def run_scheduler(
 ) -> None:
     """``channelhub scheduler``: RQ's cron scheduler with the one fan-out entry, until stopped.
 
-    Run one; a second is harmless (ticks take a Redis lock and skip flows already pending).
+    Run one; a second is harmless (ticks take a Redis lock and skip flows already pending). When the
+    connection to Redis is lost (Redis restarting), it waits until Redis answers and starts over:
+    a Redis that lost its data lost the cron entry too, and it is registered again.
     """
     every = int(interval or defaults.SCHEDULER_TICK_SECONDS)
-    scheduler = CronScheduler(connection=_redis(config.redis_url), name=name)
-    scheduler.register(
-        tick,
-        queue_name(defaults.LANES[0], prefix),  # the orders lane: every deployment works it, first
-        kwargs={"prefix": prefix},
-        interval=every,
-        job_timeout=300,
-        result_ttl=600,
-        ttl=max(60, 4 * every),  # a tick nobody ran in time is dropped; the next one does its work
-        name=f"{prefix}-tick",
-    )
-    scheduler.start()
+    connection = _redis(config.redis_url)
+    while True:
+        scheduler = CronScheduler(connection=connection, name=name)
+        scheduler.register(
+            tick,
+            queue_name(defaults.LANES[0], prefix),  # the orders lane: every deployment works it, first
+            kwargs={"prefix": prefix},
+            interval=every,
+            job_timeout=300,
+            result_ttl=600,
+            ttl=max(60, 4 * every),  # a tick nobody ran in time is dropped; the next one does its work
+            name=f"{prefix}-tick",
+        )
+        try:
+            scheduler.start()  # returns when stopped (SIGTERM, SIGINT)
+            return
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            log.error("scheduler lost Redis (%s); it starts again once Redis answers", error)
+            _wait_for_redis(connection)
+
+
+def _restart_name(name: str | None, restarts: int) -> str | None:
+    # A worker's name must be unique among live workers; a restarted one whose death Redis could not
+    # record takes a new one.
+    return name if not name or not restarts else f"{name}.{restarts}"
+
+
+def _wait_for_redis(connection: Redis) -> None:
+    """Block until Redis answers (backing off up to 30 s). Default signal handlers meanwhile: the
+    stopped worker's would talk to Redis, and SIGTERM must simply end a process that is only waiting."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    delay = 1.0
+    while True:
+        try:
+            connection.ping()
+            return
+        except (RedisConnectionError, RedisTimeoutError):
+            time.sleep(delay)
+            delay = min(30.0, delay * 2)
 
 
 def _check_database(db: Database) -> None:

@@ -406,7 +406,7 @@ def test_an_order_cancelled_in_the_destination_is_cancelled_on_the_marketplace(o
 
 def test_orders_go_to_a_batch_import_in_batches(ordershub: OrdersHub, pushes: list) -> None:
     scene = ordershub.scene(destination_plugin="memory_full")
-    ordershub.seed("TEE-1")
+    ordershub.seed("TEE-1", stock=30)  # enough for all 23: an oversold order would be held (oversell_policy)
     numbers = [str(1000 + n) for n in range(23)]
     for number in numbers:
         ordershub.place(scene.market, number, {"TEE-1": 1})

@@ -46,7 +46,7 @@ from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from hub import bindings, cursors
 from hub import records as canonical
@@ -101,8 +101,11 @@ def run_orders(ctx: FlowContext) -> None:
     # A webhook's targeted pull says nothing about orders it did not name: the cursor stays put.
     batch = store_batch(ctx, account_id, pulled, move_cursor=not targeted)
     batch.report(ctx)
-    check_oversell(ctx, account_id, batch.imported)
-    push_stock(ctx, organisation_id, account_id, batch.stock_skus)
+    oversold = check_oversell(ctx, account_id, batch.imported)
+    push_stock(ctx, organisation_id, account_id, batch.stock_skus - oversold)
+    # An oversold SKU goes to every marketplace, this one included: a cancelled order gave its
+    # reservation back there, and a held one still counts as pending, so each must show 0 now.
+    push_stock(ctx, organisation_id, None, oversold, force=True)
     route_waiting(ctx, account_id)
     follow_cancellations(ctx, account_id, batch.cancelled)
     forward_returns(ctx, account_id)
@@ -317,51 +320,208 @@ def _record_returns(session: Session, row: Order, lines: Iterable[OrderLine], re
 # -- oversell and stock --------------------------------------------------------------------------
 
 
-def check_oversell(ctx: FlowContext, account_id: int, order_ids: list[int]) -> None:
-    """An error event per SKU of the new orders that has more units waiting than the stock basis.
+def check_oversell(ctx: FlowContext, account_id: int, order_ids: list[int]) -> set[str]:
+    """An error event per SKU of the new orders that has more units waiting than the stock basis,
+    then the oversell policy; returns the oversold SKUs.
 
     The marketplace already sold them; the admin has to find stock or cancel, so say which orders.
     "Waiting" is the stock rule's own notion (``hub.flows.stock.pending_units``), so this check and
-    the quantities pushed never disagree.
+    the quantities pushed never disagree. Units already held by the policy are known: a SKU whose
+    excess they cover is not reported again. The SKU's row is held while deciding, so two runs (two
+    marketplaces selling the last unit at once) decide one after the other, each seeing the other's
+    orders.
     """
+    oversold: set[str] = set()
     if not order_ids:
-        return
+        return oversold
     with ctx.db.session() as session:
         account = session.get(ChannelAccount, account_id)
         assert account is not None
         skus = set(session.scalars(select(OrderLine.sku).where(
             OrderLine.order_id.in_(order_ids), OrderLine.variant_id.is_not(None), OrderLine.status != CANCELLED_LINE)))
         if not skus:
-            return
-        pending = stock.pending_units(session, account.organisation_id, skus)
-        variants = session.scalars(select(Variant).options(selectinload(Variant.stock_levels)).where(
-            Variant.organisation_id == account.organisation_id, Variant.sku.in_(sorted(skus))))
-        for variant in variants:
-            quantity = stock.quantity_for(variant, account, pending.get(variant.sku, 0))
-            if quantity.oversold_by <= 0:
+            return oversold
+        ids = sorted(session.scalars(select(Variant.id).where(Variant.organisation_id == account.organisation_id,
+                                                             Variant.sku.in_(sorted(skus)))))
+    for variant_id in ids:
+        with ctx.db.session() as session:
+            lock_row(session, Variant, variant_id)
+            account = session.get(ChannelAccount, account_id)
+            variant = session.get(Variant, variant_id)
+            assert account is not None and variant is not None
+            excess = _unhandled_excess(session, account, variant)
+            if excess is None:
                 continue
+            oversold.add(variant.sku)
+            if excess <= 0:
+                continue  # held orders cover it already: reported when they were held
+            quantity = stock.quantity_for(variant, account, stock.pending_units(session, account.organisation_id,
+                                                                                [variant.sku]).get(variant.sku, 0))
             numbers = waiting_orders(session, account.organisation_id, variant.sku)
             message = (f"SKU {variant.sku} is oversold: {quantity.pending} unit(s) in order(s) {', '.join(numbers)} "
                        f"wait for the order system but only {quantity.basis_total} are in stock "
                        f"({account.inventory_basis}). Find stock in the source, or cancel an order on {account.name}.")
             _event(session, ctx, account, "stock.oversell", message, "error", sku=variant.sku, orders=numbers,
                    units=quantity.pending, basis=quantity.basis_total)
+            apply_oversell_policy(ctx, session, variant, excess)
+    return oversold
+
+
+def _unhandled_excess(session: Session, account: ChannelAccount, variant: Variant) -> int | None:
+    """None when ``variant`` is not oversold; else the units of its excess no held order covers yet."""
+    pending = stock.pending_units(session, account.organisation_id, [variant.sku]).get(variant.sku, 0)
+    quantity = stock.quantity_for(variant, account, pending)
+    if quantity.oversold_by <= 0:
+        return None
+    held = sum(_units_of(order, variant.sku) for order in _competing(session, variant) if is_held(order))
+    return quantity.oversold_by - held
 
 
 def waiting_orders(session: Session, organisation_id: int, sku: str) -> list[str]:
     """Numbers of the orders whose units of ``sku`` count as pending in the stock rule."""
     return sorted(set(session.scalars(
         select(Order.order_number).join(OrderLine, OrderLine.order_id == Order.id).where(
-            Order.organisation_id == organisation_id, Order.status == OrderStatus.IMPORTED,
-            Order.third_party_managed.is_(False), OrderLine.status != CANCELLED_LINE, OrderLine.sku == sku))))
+            Order.organisation_id == organisation_id, Order.status.in_(stock.PENDING_STATUSES),
+            Order.destination_account_id.is_(None), Order.third_party_managed.is_(False),
+            OrderLine.status != CANCELLED_LINE, OrderLine.sku == sku))))
 
 
-def push_stock(ctx: FlowContext, organisation_id: int, account_id: int, skus: set[str]) -> None:
-    """Give every other marketplace the new quantities of ``skus`` now (the stock flow does the work)."""
+# -- the oversell policy -------------------------------------------------------------------------
+
+OVERSELL_POLICIES = ("hold", "cancel")
+DEFAULT_OVERSELL_POLICY = "hold"
+DEFAULT_OVERSELL_CANCEL_REASON = "Out of stock"  # one of The Iconic's cancellation reasons
+HELD = "Held: oversold"  # how a held order's error starts; routing passes held orders over
+
+
+def oversell_policy(account: ChannelAccount) -> str:
+    """The account setting ``oversell_policy``: "hold" (the default) or "cancel"."""
+    value = str((account.settings or {}).get("oversell_policy") or DEFAULT_OVERSELL_POLICY).strip().lower()
+    return value if value in OVERSELL_POLICIES else DEFAULT_OVERSELL_POLICY
+
+
+def is_held(order: Order) -> bool:
+    return order.status == OrderStatus.ERROR and (order.error or "").startswith(HELD)
+
+
+def apply_oversell_policy(ctx: FlowContext, session: Session, variant: Variant, excess: int) -> None:
+    """Take ``excess`` units of ``variant`` back from the newest orders the order system has not
+    accepted yet, each by the policy of the marketplace account it was sold on:
+
+    - ``hold``: the order stays in ``error`` ("Held: oversold ..."), is not routed, still holds its
+      units (so every marketplace shows what is really left) and is released and routed by itself
+      once the source has stock for it again; an ``order.held`` error event tells the admin.
+    - ``cancel``: the order is cancelled on its marketplace (``cancel_order`` with the account's
+      ``oversell_cancel_reason``, default "Out of stock"), and at any place it already reached;
+      an ``order.oversell_cancelled`` warning says so. A marketplace that cannot cancel, or refuses,
+      holds the order instead.
+
+    An order the order system already accepted has the stock: the policy never takes it back.
+    """
+    candidates = [order for order in _competing(session, variant) if not is_held(order)]
+    lock_for_remote_call(session, Order, [order.id for order in candidates])
+    for order in candidates:
+        if excess <= 0:
+            return
+        session.refresh(order)
+        if order.status not in stock.PENDING_STATUSES or order.destination_account_id is not None or is_held(order):
+            continue  # routed, cancelled or held by another run while we waited for it
+        units = _units_of(order, variant.sku)
+        if units <= 0:
+            continue
+        sold_on = session.get(ChannelAccount, order.account_id)
+        assert sold_on is not None
+        why = (f"SKU {variant.sku} is oversold: the units went to an earlier order (oversell policy "
+               f"'{oversell_policy(sold_on)}' of {sold_on.name})")
+        if oversell_policy(sold_on) == "cancel" and _cancel_oversold(ctx, session, sold_on, order, variant.sku, why):
+            excess -= units
+            continue
+        _hold(ctx, session, sold_on, order, variant.sku, why)
+        excess -= units
+
+
+def _competing(session: Session, variant: Variant) -> list[Order]:
+    """Orders that count as pending for ``variant``'s SKU, newest first (the later order loses)."""
+    orders = session.scalars(
+        select(Order).join(OrderLine, OrderLine.order_id == Order.id).where(
+            Order.organisation_id == variant.organisation_id, Order.status.in_(stock.PENDING_STATUSES),
+            Order.destination_account_id.is_(None), Order.third_party_managed.is_(False),
+            OrderLine.status != CANCELLED_LINE, OrderLine.sku == variant.sku))
+    unique = {order.id: order for order in orders}.values()
+    epoch = datetime.min.replace(tzinfo=timezone.utc)
+    return sorted(unique, key=lambda order: (_aware(order.placed_at) or epoch, order.id), reverse=True)
+
+
+def _units_of(order: Order, sku: str) -> int:
+    return sum(line.quantity for line in order.lines if line.sku == sku and line.status != CANCELLED_LINE)
+
+
+def _hold(ctx: FlowContext, session: Session, sold_on: ChannelAccount, order: Order, sku: str, why: str) -> None:
+    order.status = OrderStatus.ERROR
+    order.error = (f"{HELD}: {why}. It is not sent to the order system: restock {sku} in the source (the order is "
+                   f"routed by itself then) or cancel it on {sold_on.name}.")
+    _event(session, ctx, sold_on, "order.held", f"Order {order.order_number} from {sold_on.name} is held: {why}. "
+           f"Restock {sku} in the source (it is routed then) or cancel it on {sold_on.name}.", "error",
+           order=order, sku=sku, policy="hold")
+    ctx.item(order.order_number, "rejected", order.error, "sku")
+
+
+def _cancel_oversold(ctx: FlowContext, session: Session, sold_on: ChannelAccount, order: Order, sku: str,
+                     why: str) -> bool:
+    """Cancel the order on its marketplace; False (and an event) when that did not happen."""
+    reason = str((sold_on.settings or {}).get("oversell_cancel_reason") or DEFAULT_OVERSELL_CANCEL_REASON)
+    refused = None
+    if not _implements(sold_on, "cancel_order"):
+        refused = f"{sold_on.name} cannot cancel orders through the hub"
+    else:
+        try:
+            result = open_channel(sold_on).cancel_order(canonical_order(order), reason=reason)
+        except ChannelError as error:
+            result = canonical.ItemResult.rejected(order.order_number, str(error))
+        finally:
+            ctx.add_api_calls(1)
+        if result is not None and not result.ok:
+            refused = f"{sold_on.name} did not cancel it ({result.message})"
+    if refused is not None:
+        _event(session, ctx, sold_on, "order.cancel_failed",
+               f"Order {order.order_number}: {why}, but {refused}; it is held instead", "error", order=order, sku=sku)
+        return False
+    order.status, order.error = OrderStatus.CANCELLED, None
+    for line in order.lines:
+        line.status = CANCELLED_LINE
+    _event(session, ctx, sold_on, "order.oversell_cancelled",
+           f"Order {order.order_number} was cancelled on {sold_on.name} ({reason}): {why}", "warning",
+           order=order, sku=sku, reason=reason, policy="cancel")
+    ctx.item(order.order_number, "ok", f"cancelled on {sold_on.name} ({reason}): {why}")
+    for target_id in _reached(session, sold_on, order):  # an order in error may have reached one target
+        target = session.get(ChannelAccount, target_id)
+        if target is not None:
+            cancel_at(ctx, session, sold_on, order, target, reason=f"cancelled on {sold_on.name}: {why}")
+    return True
+
+
+def _release_if_covered(ctx: FlowContext, session: Session, account: ChannelAccount, order: Order) -> bool:
+    """A held order whose SKUs the source covers again is released (status imported); True if so."""
+    for line in order.lines:
+        if line.status == CANCELLED_LINE or line.variant_id is None:
+            continue
+        variant = session.get(Variant, line.variant_id)
+        if variant is not None and _unhandled_excess(session, account, variant) is not None:
+            return False  # still oversold (this order's own units count as pending)
+    order.status, order.error = OrderStatus.IMPORTED, None
+    _event(session, ctx, account, "order.released",
+           f"Order {order.order_number}: the source has stock for it again; it is sent to the order system", order=order)
+    return True
+
+
+def push_stock(ctx: FlowContext, organisation_id: int, account_id: int | None, skus: set[str], *,
+               force: bool = False) -> None:
+    """Give every other marketplace (every one, with ``account_id`` None) the new quantities of ``skus``
+    now (the stock flow does the work); ``force``: even where the hub's number did not change."""
     if not skus:
         return
     try:
-        stock.push_stock_now(ctx.db, organisation_id, sorted(skus), exclude_account_id=account_id)
+        stock.push_stock_now(ctx.db, organisation_id, sorted(skus), exclude_account_id=account_id, force=force)
     except Exception as error:  # the orders are stored; a failed push must not undo or repeat them
         log.warning("pushing stock after an order import failed", exc_info=True)
         with ctx.db.session() as session:
@@ -487,6 +647,9 @@ def _prepare_batch(ctx: FlowContext, session: Session, account: ChannelAccount, 
             continue  # cancelled or routed by another worker meanwhile, or not for this target
         if bindings.by_internal(session, target.account_id, target.kind, order.id) is not None:
             continue  # reached on an earlier run
+        if is_held(order) and not _release_if_covered(ctx, session, account, order):
+            failed.add(order.id)  # held by the oversell policy: waits, quietly
+            continue
         if not _rematch(ctx, session, account, order):
             failed.add(order.id)
             continue
@@ -532,6 +695,32 @@ def record_route(session: Session, order: Order, target: Target, external_id: st
     bindings.bind(session, target.account_id, target.kind, internal_id=order.id, external_id=external_id, sent_at=utcnow())
     if target.kind == bindings.DESTINATION_ORDER:
         order.destination_account_id = target.account_id
+        mirror_sale(session, order, target.account_id)
+
+
+def mirror_sale(session: Session, order: Order, destination_id: int) -> None:
+    """The destination took the order's units out of its stock as it accepted it; where it is also the
+    SKU's catalogue source, take them out of the hub's copy of that stock too.
+
+    Without this the order stops counting as pending (``stock.pending_units``) while the basis still
+    holds its units until the next catalogue import, and every other marketplace is offered them
+    again in between. The next import replaces these figures with the source's own.
+    """
+    for line in order.lines:
+        if line.variant_id is None or line.status == CANCELLED_LINE:
+            continue
+        variant = session.get(Variant, line.variant_id)
+        if variant is None or variant.product is None or variant.product.source_account_id != destination_id:
+            continue
+        left = line.quantity
+        for level in sorted(variant.stock_levels, key=lambda level: (-(level.available or 0), level.location)):
+            taken = min(left, max(0, level.available or 0))
+            if taken:
+                level.available = (level.available or 0) - taken
+                level.available_from_stock = max(0, (level.available_from_stock or 0) - taken)
+                left -= taken
+            if not left:
+                break
 
 
 def finish_routing(ctx: FlowContext, account_id: int, order_ids: list[int], targets: list[Target], failed: set[int],

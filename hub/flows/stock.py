@@ -7,9 +7,11 @@ The stock rule, per SKU and marketplace account::
 - **basis**: ``account.inventory_basis`` (available / available_from_stock / on_hand) summed over
   ``account.warehouses`` (every location when the list is empty), as the last catalogue import saw it;
 - **pending orders**: units of the SKU in orders the hub imported from any marketplace of the
-  organisation but has not yet routed to the order system (``Order.status == imported``, not Third
-  Party Managed). The source has not seen those sales yet, so without this the hub would offer the
-  same unit twice;
+  organisation that the order system has not accepted yet (status ``imported`` or ``error`` — a
+  refused or held order is still a sale — not Third Party Managed). The source has not seen those
+  sales yet, so without this the hub would offer the same unit twice. When the destination that
+  accepts an order is the SKU's catalogue source, the orders flow takes the units out of the basis
+  at that moment (the source just did the same), until the next catalogue import brings its figure;
 - **reserve**: ``account.reserve_stock``, a buffer against the lag between a sale and the next push.
 
 Plugins may then change the number (``channelhub_adjust_quantity``; several plugins: the lowest
@@ -156,20 +158,27 @@ def quantity_for(variant: Variant, account: ChannelAccount, pending: int) -> Qua
                     basis_total=basis_total, pending=max(0, pending), reserve=reserve)
 
 
+# Orders whose units are sold but not yet in the order system: imported ones, and ones in error (a
+# destination refused them, or the oversell policy holds them: the marketplace sold the units all
+# the same). Once the destination accepts an order (``destination_account_id``) it is no longer
+# pending: the destination took the units out of its stock, and when it is the SKU's catalogue source
+# the orders flow takes them out of the hub's copy of that stock too (``orders.mirror_sale``).
+PENDING_STATUSES = (OrderStatus.IMPORTED, OrderStatus.ERROR)
+
+
+def _pending_filter() -> tuple[Any, ...]:
+    return (Order.status.in_(PENDING_STATUSES), Order.third_party_managed.is_(False),
+            Order.destination_account_id.is_(None), OrderLine.status != "cancelled")
+
+
 def pending_units(session: Session, organisation_id: int, skus: Iterable[str]) -> dict[str, int]:
-    """Units per SKU in orders imported but not yet routed, across the organisation's marketplaces."""
+    """Units per SKU in orders sold but not yet in the order system, across the organisation's marketplaces."""
     found: dict[str, int] = {}
     for chunk in labels.chunked(sorted(set(skus))):
         rows = session.execute(
             select(OrderLine.sku, func.sum(OrderLine.quantity))
             .join(Order, Order.id == OrderLine.order_id)
-            .where(
-                Order.organisation_id == organisation_id,
-                Order.status == OrderStatus.IMPORTED,
-                Order.third_party_managed.is_(False),
-                OrderLine.status != "cancelled",
-                OrderLine.sku.in_(chunk),
-            )
+            .where(Order.organisation_id == organisation_id, *_pending_filter(), OrderLine.sku.in_(chunk))
             .group_by(OrderLine.sku)
         )
         found.update((sku, int(units or 0)) for sku, units in rows)
@@ -182,12 +191,7 @@ def pending_units_all(session: Session, organisation_id: int) -> dict[str, int]:
     rows = session.execute(
         select(OrderLine.sku, func.sum(OrderLine.quantity))
         .join(Order, Order.id == OrderLine.order_id)
-        .where(
-            Order.organisation_id == organisation_id,
-            Order.status == OrderStatus.IMPORTED,
-            Order.third_party_managed.is_(False),
-            OrderLine.status != "cancelled",
-        )
+        .where(Order.organisation_id == organisation_id, *_pending_filter())
         .group_by(OrderLine.sku)
     )
     return {sku: int(units or 0) for sku, units in rows}
@@ -555,6 +559,7 @@ def push_stock_now(
     exclude_account_id: int | None = None,
     *,
     enqueue: Callable[..., int] | None = None,
+    force: bool = False,
 ) -> list[int]:
     """Push ``skus`` to every other Testing/Live marketplace account that lists any of them, now.
 
@@ -562,14 +567,16 @@ def push_stock_now(
     visible, and on SQLite an open write transaction would block the push). ``exclude_account_id``
     is the marketplace the order came from: it already knows. With ``enqueue`` (a runtime's
     ``enqueue``) the pushes are queued on the stock lane; without it they run here, one targeted
-    stock run per account. Returns the run ids.
+    stock run per account. ``force`` pushes the quantities even where they did not change (the
+    marketplace's own figure moved: an order cancelled there gave its reservation back). Returns the
+    run ids.
     """
     wanted = sorted({sku for sku in skus if sku})
     if not wanted:
         return []
     with db.session() as session:
         targets = _accounts_listing(session, organisation_id, wanted, exclude_account_id)
-    params = {"skus": wanted}
+    params: dict[str, Any] = {"skus": wanted, "force": True} if force else {"skus": wanted}
     enqueue = enqueue or enqueuer()
     if enqueue is not None:
         return [enqueue(account_id, "stock", trigger="event", params=params) for account_id in targets]
