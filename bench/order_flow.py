@@ -7,7 +7,7 @@ For every combination of mode (``embedded``: hub.embedded.EmbeddedRuntime thread
 ``fleet``: FleetRuntime + ``hub.workerpool`` RQ worker processes on real Redis), sandbox latency
 (ms, set through each sandbox's ``/_control/faults``), number of marketplace accounts and workers:
 
-1. a fresh PostgreSQL schema and, per marketplace account, a "brand" set up by ``hub.demo.set_up``
+1. a fresh PostgreSQL schema and, per marketplace account, a "brand" set up by ``plugins.demo.runner.set_up``
    (organisation, label, Shopify = catalogue source + order destination, Starshipit = fulfilment
    with courier rules, The Iconic with its carrier map) against its own Iconic, Shopify and
    Starshipit sandboxes served by one child process per brand. Each brand is its own organisation:
@@ -76,7 +76,7 @@ TARGET_WEBHOOK_P95 = 2.0  # s
 
 def make_brand_sandboxes(brand: int) -> Any:
     def factory() -> dict[str, Any]:
-        from hub.demo import _no_webhooks
+        from plugins.demo.runner import _no_webhooks
         from plugins.iconic import sandbox as iconic
         from plugins.shopify import sandbox as shopify
         from plugins.starshipit import sandbox as starshipit
@@ -122,7 +122,7 @@ class Brand:
     starshipit_id: int = 0
     skus: list[str] = field(default_factory=list)
 
-    def url(self, name: str) -> str:  # the duck type hub.demo.set_up wants (Sandboxes.url)
+    def url(self, name: str) -> str:  # the duck type plugins.demo.runner.set_up wants (Sandboxes.url)
         if name == "uphance":
             return "http://127.0.0.1:9"  # never served: the Uphance account is paused at once
         return self.sandboxes.urls[name]
@@ -130,8 +130,8 @@ class Brand:
 
 @contextmanager
 def _demo_names(brand: int):  # type: ignore[no-untyped-def]
-    """hub.demo.set_up finds its organisation and admin by fixed names: one set of names per brand."""
-    from hub import demo
+    """plugins.demo.runner.set_up finds its organisation and admin by fixed names: one set of names per brand."""
+    from plugins.demo import runner as demo
 
     saved = demo.ORGANISATION_NAME, demo.ORGANISATION_SLUG, demo.ADMIN_EMAIL
     demo.ORGANISATION_NAME = f"Bench brand {brand}"
@@ -148,7 +148,8 @@ def set_up_brand(hub: Any, brand: Brand, interval: float) -> None:
     from sqlalchemy import select
 
     from hub import accounts as lifecycle
-    from hub import demo, demo_catalogue
+    from plugins.demo import catalogue as demo_catalogue
+    from plugins.demo import runner as demo
     from hub.jobs import create_run, execute_run
     from hub.locks import LocalLocks
     from hub.models import ChannelAccount, SyncRun, Variant
@@ -217,7 +218,7 @@ class Shoppers:
     def __init__(self, brands: list[Brand], seed: int = 1) -> None:
         import httpx
 
-        from hub.demo import ADDRESSES, CUSTOMERS
+        from plugins.demo.runner import ADDRESSES, CUSTOMERS
 
         self.brands, self.rng = brands, random.Random(seed)
         self.customers, self.addresses = CUSTOMERS, ADDRESSES
@@ -503,7 +504,7 @@ def bench_config(args: argparse.Namespace, mode: str, latency_ms: int, accounts:
             connector = Connector(box=CredentialBox(key.encode()), pm=get_plugin_manager())
             set_connector(connector)
 
-            class _Hub:  # what hub.demo.set_up uses of hub.app.Hub
+            class _Hub:  # what plugins.demo.runner.set_up uses of hub.app.Hub
                 pass
 
             hub = _Hub()

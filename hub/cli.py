@@ -90,44 +90,6 @@ def current() -> None:
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-def web(host: str, port: int) -> None:
-    """Serve the admin UI, the REST API and the webhook endpoint."""
-    from web import serve
-
-    hub = _hub()
-    if not hub.config.fleet:
-        hub.runtime.start()  # embedded: this process also runs the jobs and the schedules
-    click.echo(f"channelhub web on http://{host}:{port}/ (Ctrl-C stops)")
-    try:
-        serve(hub, host=host, port=port)
-    finally:
-        hub.close()
-
-
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int, help="The admin UI's port.")
-@click.option("--sandbox-port", default=8101, show_default=True, type=int,
-              help="First of four ports for the Iconic, Shopify, Uphance and Starshipit sandboxes.")
-@click.option("--skus", default=1000, show_default=True, type=click.IntRange(min=30), help="Catalogue size.")
-@click.option("--orders-per-minute", default=6.0, show_default=True, type=click.FloatRange(min=0),
-              help="Marketplace orders the simulator places (0: none).")
-def demo(host: str, port: int, sandbox_port: int, skus: int, orders_per_minute: float) -> None:
-    """The whole product on this machine: four sandboxes, a seeded catalogue, accounts in Testing,
-    orders flowing and shipping, and the admin UI. Ctrl-C stops it; instance/ keeps the hub's state."""
-    from hub.demo import run_demo
-
-    hub = _hub()
-    try:
-        run_demo(hub, host=host, port=port, skus=skus, orders_per_minute=orders_per_minute,
-                 sandbox_port=sandbox_port, out=click.echo)
-    finally:
-        hub.close()
-
-
-@cli.command()
 @click.option("--lane", "lanes", multiple=True, help="Only these lanes (orders, stock, catalog, reconcile).")
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
@@ -378,13 +340,17 @@ def _print_run(hub, run_id: int) -> None:  # type: ignore[no-untyped-def]
 _current_hub = None
 
 
-def _hub():  # type: ignore[no-untyped-def]
+def current_hub():  # type: ignore[no-untyped-def]
+    """This command's Hub (opened on first use); commands that plugins add use it too."""
     global _current_hub
     if _current_hub is None:
         from hub.app import open_hub
 
         _current_hub = open_hub()
     return _current_hub
+
+
+_hub = current_hub
 
 
 def _session():  # type: ignore[no-untyped-def]

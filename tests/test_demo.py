@@ -5,14 +5,14 @@ for a bounded time, against a fresh instance folder. What each assertion depends
 
 | assertion | needs |
 |---|---|
-| sandboxes seeded, organisation / admin / label / accounts in Testing, carrier map, UI serves | ``hub.demo`` only |
+| sandboxes seeded, organisation / admin / label / accounts in Testing, carrier map, UI serves | ``plugins.demo.runner`` only |
 | duplicate SKU recorded | the ``catalog`` flow (duplicate detection) |
 | missing EAN is a rejected listing | the ``catalog`` and ``listings`` flows (required-attribute check) |
 | trailing-space SKU reported | the Shopify channel handing the variant to the ``catalog`` flow, which rejects it |
 | listings on The Iconic sandbox | ``catalog`` + ``listings`` flows, **and the Shopify channel giving products a gender** |
 | an order created in Shopify | the above + the ``orders`` flow (import, routing to Shopify and Starshipit) |
 | tracking written back to The Iconic | the above + the ``fulfilment`` flow and the carrier map |
-| restart: same organisation, user, password, accounts; new sandbox URLs; product reset | ``hub.demo`` + the ``reset`` flow |
+| restart: same organisation, user, password, accounts; new sandbox URLs; product reset | ``plugins.demo.runner`` + the ``reset`` flow |
 
 """
 
@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 
 from hub.app import open_hub
 from hub.config import load_config
-from hub.demo import (
+from plugins.demo.runner import (
     ADMIN_EMAIL,
     CREDENTIALS_FILE,
     ICONIC,
@@ -126,7 +126,7 @@ def test_demo_end_to_end(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> No
     try:
         problems = demo.seeded.shopify.problems
 
-        # -- hub.demo itself: seed, setup, UI -------------------------------------------------------
+        # -- plugins.demo.runner itself: seed, setup, UI -------------------------------------------------------
         assert sandbox(demo, "shopify", "/_control/state")["variants"] == SKUS
         assert demo.setup.created
         with hub.db.session() as session:
@@ -265,7 +265,7 @@ def test_run_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
 
 
 def test_seed_catalogue_is_deterministic_and_plants_three_problems() -> None:
-    from hub import demo_catalogue as seed
+    from plugins.demo import catalogue as seed
 
     first, again = seed.shopify_catalogue(1000), seed.shopify_catalogue(1000)
     assert first.records() == again.records()  # same catalogue on every run and machine

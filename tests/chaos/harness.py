@@ -53,7 +53,8 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from hub import accounts as lifecycle
-from hub import bindings, carrier_maps, demo_catalogue, labels
+from hub import bindings, carrier_maps, labels
+from plugins.demo import catalogue as demo_catalogue
 from hub.connections import Connector, set_connector
 from hub.db import Database
 from hub.jobs import TERMINAL, create_run, execute_run, load_builtin_flows

@@ -1,7 +1,7 @@
 """The admin journey of issue 8 in Debian's Chromium, against the REAL plugins and their sandboxes.
 
-The Shopify and Iconic sandboxes (with Uphance and Starshipit, as ``hub.demo`` starts them) are
-served on loopback free ports and Shopify is seeded with the demo catalogue (``hub.demo``'s helpers).
+The Shopify and Iconic sandboxes (with Uphance and Starshipit, as ``plugins.demo.runner`` starts them) are
+served on loopback free ports and Shopify is seeded with the demo catalogue (``plugins.demo.runner``'s helpers).
 The app runs on werkzeug in a thread with the embedded runtime, so "Run now" and "Retry" run the real
 flows. Everything an admin does happens in the browser:
 
@@ -108,7 +108,7 @@ def admin(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture
 def sandboxes() -> Iterator[Any]:
     """The four sandboxes on free loopback ports, Shopify seeded with the demo catalogue."""
-    from hub.demo import DemoOptions, seed_sandboxes, start_sandboxes
+    from plugins.demo.runner import DemoOptions, seed_sandboxes, start_sandboxes
 
     require_chromium()  # before anything is started
     options = DemoOptions(sandbox_port=0, skus=SKUS, approval_delay=0.0)

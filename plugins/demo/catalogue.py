@@ -15,7 +15,7 @@ Gender and season have no field of their own on a Shopify product; stores keep t
 seed tags each product ``gender:<Women|Men|Unisex>`` and ``season:<AW25|SS26>`` (plus the bare season
 code), the convention ``docs/getting-started.md`` describes.
 
-The core never imports this module; ``hub.demo`` does.
+The core never imports this module; ``plugins.demo.runner`` does.
 """
 
 from __future__ import annotations

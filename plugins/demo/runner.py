@@ -5,7 +5,7 @@ Read top to bottom, :func:`start_demo` does what a brand's admin and its trading
 1. **start the sandboxes** of The Iconic, Shopify, Uphance and Starshipit on loopback (fixed ports,
    8101-8104 by default), each with ids that never repeat those of an earlier run;
 2. **seed** them: a fashion catalogue of about ``skus`` SKUs in Shopify and a second brand in
-   Uphance (``hub.demo_catalogue``, deterministic, with three problems planted on purpose);
+   Uphance (``plugins.demo.catalogue``, deterministic, with three problems planted on purpose);
 3. **set up** the organisation, an admin user, the label ``the-iconic`` (a rule gives it to every
    product tagged so), and the four channel accounts in Testing: Shopify is the catalogue source of
    The Iconic and the destination of its orders, Starshipit ships them (courier rules), The Iconic's
@@ -24,7 +24,7 @@ Read top to bottom, :func:`start_demo` does what a brand's admin and its trading
 everything in reverse order. Tests use :func:`start_demo` / :meth:`RunningDemo.stop`.
 
 The demo knows the built-in plugins (their sandboxes, credentials and settings); it imports them
-inside functions only, so importing ``hub.demo`` loads no plugin.
+inside functions only, so importing ``plugins.demo.runner`` loads no plugin.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from hub import accounts as lifecycle
-from hub import carrier_maps, demo_catalogue, labels
+from hub import carrier_maps, labels
+from plugins.demo import catalogue as demo_catalogue
 from hub.app import Hub
 from hub.connections import Connector, set_connector
 from hub.embedded import EmbeddedRuntime
