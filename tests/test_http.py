@@ -29,6 +29,7 @@ from hub.http import (
     raise_for_status,
     redact,
     redact_headers,
+    shared_ssl_context,
 )
 from hub.ratelimit import RateLimiterRegistry
 
@@ -630,3 +631,15 @@ def test_wsgi_sandbox_refuses_bad_credentials(build: Callable[..., HubHttpClient
     client = build(transport=httpx.WSGITransport(app=sandbox_app()), headers={"Authorization": "Bearer nope"})
     with pytest.raises(AuthError):
         client.raise_for_status(client.get("/products"))
+
+
+def test_clients_share_one_tls_context_so_opening_a_channel_does_not_reload_the_ca_bundle() -> None:
+    first = make_client(base_url="https://one.example", account_key="a")
+    second = make_client(base_url="https://two.example", account_key="b")
+    try:
+        contexts = [client._client._transport._pool._ssl_context for client in (first, second)]
+        assert contexts[0] is contexts[1] is shared_ssl_context()
+        assert contexts[0].verify_mode.name == "CERT_REQUIRED"
+    finally:
+        first.close()
+        second.close()
