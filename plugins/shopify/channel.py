@@ -5,8 +5,9 @@ Flows, built on :mod:`plugins.shopify.client` (transport, cost pacing, paging, b
 
 - ``list_products``: a full import runs one bulk operation over ``productVariants`` (JSONL, no paging);
   an incremental one pages ``products(query: "updated_at:>'…'")`` with nested variants and stock.
-- ``create_order``: looks the order up by name first (names are not unique on Shopify, so the hub's
-  own marker must match too), then ``orderCreate``; after a timeout it looks again before failing.
+- ``create_orders`` (``create_order`` is a batch of one): one ``name:A OR name:B`` search for the batch
+  (names are not unique on Shopify, so the hub's own marker must match too), one SKU search, then an
+  ``orderCreate`` per new order; after a timeout it looks again before failing.
 - ``pull_fulfilments`` / ``pull_cancellations``: only orders carrying the hub's marker.
 - ``restock``: ``inventoryAdjustQuantities`` with an ``@idempotent`` key, for returns.
 - ``verify_webhook``: HMAC of the raw body, then a targeted job per topic.
@@ -25,7 +26,7 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from hub.channel import Channel, ChannelServices, Limits, Role, WebhookAction, WebhookRequest
-from hub.errors import AuthError, ContractError, RejectedItem, TransientError
+from hub.errors import AuthError, ChannelError, ContractError, RejectedItem, TransientError
 from hub.records import Fulfilment, ItemResult, Order, Product, Return, Variant, validate_record
 
 from . import mapping
@@ -37,6 +38,8 @@ WEBHOOK_TOPICS = ("ORDERS_FULFILLED", "ORDERS_CANCELLED", "FULFILLMENTS_CREATE",
 PAGE_COST_BUDGET = 900
 VARIANTS_PER_PRODUCT = 10  # typical fashion products fit; bigger ones page their variants separately
 SKUS_PER_LOOKUP = 50  # keeps the search string short; 50 SKUs x up to 5 duplicates fits one page
+NAMES_PER_LOOKUP = 50  # order names per search string, for the same reason
+NAMES_PAGE_SLACK = 5  # names are not unique on Shopify: room for other orders of the same name
 ORDERS_PAGE = 7
 FULFILMENTS_PER_ORDER = 5
 LINES_PER_FULFILMENT = 10
@@ -85,9 +88,14 @@ class ShopifyChannel(Channel):
     roles = frozenset({Role.SOURCE, Role.ORDER_DESTINATION})
     credentials_schema = CredentialsSchema
     settings_schema = SettingsSchema
-    limits = Limits(max_batch=MAX_INPUT_ITEMS, requests_per_second=10.0, burst=20, page_size=250,
+    # Shopify limits GraphQL by cost, not requests: the client paces by the bucket each answer reports.
+    # The hub's per-request token bucket is only a backstop, set so it never binds before the cost
+    # bucket does: 100/s is Plus's restore rate (1,000 points/s) / 10 per mutation, and a burst of 200
+    # is the 2,000-point Standard bucket in orderCreates.
+    limits = Limits(max_batch=MAX_INPUT_ITEMS, requests_per_second=100.0, burst=200, page_size=250,
                     documented="GraphQL Admin API: cost-based leaky bucket reported in extensions.cost "
-                               "(paced by the client); input arrays and pages at most 250 items")
+                               "(paced by the client; Standard 2,000 points, 100/s; mutations 10); "
+                               "input arrays and pages at most 250 items")
     secret_fields = ("access_token", "client_secret", "previous_client_secret")
 
     def __init__(self, services: ChannelServices) -> None:
@@ -273,19 +281,37 @@ class ShopifyChannel(Channel):
     # -- ORDER_DESTINATION -------------------------------------------------------------------------
 
     def create_order(self, order: Order) -> ItemResult:
-        key = order.order_number
-        existing = self._find_hub_order(order)
-        if existing is not None:
-            return ItemResult.success(key, external_id=existing["id"], message="already in Shopify")
-        try:
-            variant_ids = self._variant_ids([line.sku for line in order.lines])
-            missing = [f"lines.{i}.sku" for i, line in enumerate(order.lines) if line.sku not in variant_ids]
-            if missing:
-                skus = ", ".join(order.lines[int(p.split(".")[1])].sku for p in missing)
-                return ItemResult.rejected(key, f"SKU(s) not found in Shopify: {skus}", field=missing[0])
-            return self._order_create(order, variant_ids)
-        except RejectedItem as error:
-            return ItemResult.rejected(key, str(error), field=error.field)
+        return self.create_orders([order])[0]
+
+    def create_orders(self, orders: list[Order]) -> list[ItemResult]:
+        """One name search and one SKU search per batch (per 50 names / SKUs), then one orderCreate per
+        order not yet in Shopify (there is no bulk order create). Results in input order."""
+        unique: dict[str, Order] = {}
+        for order in orders:
+            unique.setdefault(order.order_number, order)  # the same order twice in one call is sent once
+        results = {number: ItemResult.success(number, external_id=node["id"], message="already in Shopify")
+                   for number, node in self._find_hub_orders(list(unique.values())).items()}
+        todo = [order for number, order in unique.items() if number not in results]
+        matches = self._variant_matches([line.sku for order in todo for line in order.lines]) if todo else {}
+        variant_ids = {sku: nodes[0]["id"] for sku, nodes in matches.items() if len(nodes) == 1}
+        created = 0
+        for index, order in enumerate(todo):
+            try:
+                result = _unmatched_lines(order, matches) or self._order_create(order, variant_ids)
+            except RejectedItem as error:
+                result = ItemResult.rejected(order.order_number, str(error), field=error.field)
+            except ChannelError as error:
+                if not created:
+                    raise  # nothing of this call is in Shopify yet: the flow handles it for the batch
+                # Those created must get their bindings now: a retry soon after could miss them in
+                # Shopify's search index. The rest were not sent and go again on the next run.
+                for rest in todo[index:]:
+                    results[rest.order_number] = ItemResult.rejected(
+                        rest.order_number, f"not sent to Shopify: {error}", retryable=True)
+                break
+            created += 1 if result.ok else 0
+            results[order.order_number] = result
+        return [results[order.order_number] for order in orders]
 
     def _order_create(self, order: Order, variant_ids: dict[str, str]) -> ItemResult:
         order_input = mapping.order_create_input(order, variant_ids, self._marketplace())
@@ -295,7 +321,7 @@ class ShopifyChannel(Channel):
             payload = self.client.mutate(ORDER_CREATE, {"order": order_input, "options": options}, "orderCreate")
         except TransientError:
             # orderCreate has no idempotency key: it may have been applied. Look before failing.
-            existing = self._find_hub_order(order)
+            existing = self._find_hub_orders([order]).get(order.order_number)
             if existing is None:
                 raise
             return ItemResult.success(order.order_number, external_id=existing["id"], message="created (after a timeout)")
@@ -304,16 +330,24 @@ class ShopifyChannel(Channel):
             raise ContractError("orderCreate answered without an order id", detail=payload)
         return ItemResult.success(order.order_number, external_id=created["id"])
 
-    def _find_hub_order(self, order: Order) -> dict[str, Any] | None:
-        query = f"name:{_quote(order.order_number)} tag:{_quote(mapping.HUB_MARKER)}"
-        nodes = nodes_of(self.client.query(FIND_ORDER, {"query": query}).get("orders"), "orders")
-        return mapping.matching_hub_order(nodes, order)
+    def _find_hub_orders(self, orders: list[Order]) -> dict[str, dict[str, Any]]:
+        """Order number -> the hub's copy already in Shopify, by one ``name:A OR name:B`` search per 50."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(orders), NAMES_PER_LOOKUP):
+            batch = orders[start:start + NAMES_PER_LOOKUP]
+            # Names only, no AND with the marker: the marker is checked client-side, so the search
+            # never depends on how Shopify ranks AND against OR.
+            query = " OR ".join(f"name:{_quote(order.order_number)}" for order in batch)
+            variables = {"query": query, "first": min(MAX_INPUT_ITEMS, NAMES_PAGE_SLACK * len(batch))}
+            nodes = list(self.client.paginate(FIND_ORDERS, variables, ("orders",)))
+            for order in batch:
+                match = mapping.matching_hub_order(nodes, order)
+                if match is not None:
+                    found[order.order_number] = match
+        return found
 
-    def _variant_ids(self, skus: list[str]) -> dict[str, str]:
-        return {sku: node["id"] for sku, node in self._variants_by_sku(skus).items()}
-
-    def _variants_by_sku(self, skus: list[str]) -> dict[str, dict[str, Any]]:
-        """SKU -> variant node for SKUs with exactly one Shopify variant; duplicates are refused."""
+    def _variant_matches(self, skus: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """SKU -> every Shopify variant carrying exactly that SKU (0, 1 or more); one search per 50 SKUs."""
         found: dict[str, list[dict[str, Any]]] = {}
         wanted = list(dict.fromkeys(skus))
         for start in range(0, len(wanted), SKUS_PER_LOOKUP):
@@ -322,10 +356,14 @@ class ShopifyChannel(Channel):
             for node in self.client.paginate(VARIANTS_BY_SKU, {"query": query, "first": 250}, ("productVariants",)):
                 if node.get("sku") in batch:  # search is token-based: verify the exact SKU
                     found.setdefault(node["sku"], []).append(node)
+        return found
+
+    def _variants_by_sku(self, skus: list[str]) -> dict[str, dict[str, Any]]:
+        """SKU -> variant node for SKUs with exactly one Shopify variant; duplicates are refused."""
+        found = self._variant_matches(skus)
         duplicated = sorted(sku for sku, nodes in found.items() if len(nodes) > 1)
         if duplicated:
-            raise RejectedItem(f"SKU(s) on more than one Shopify variant: {', '.join(duplicated)}; "
-                               "make them unique in Shopify", field="lines.sku")
+            raise RejectedItem(_duplicated_message(duplicated), field="lines.sku")
         return {sku: nodes[0] for sku, nodes in found.items()}
 
     def _marketplace(self) -> mapping.Marketplace:
@@ -438,6 +476,23 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _unmatched_lines(order: Order, matches: dict[str, list[dict[str, Any]]]) -> ItemResult | None:
+    """A rejection naming the first line whose SKU is on no Shopify variant or on several, else None."""
+    duplicated = sorted({line.sku for line in order.lines if len(matches.get(line.sku, ())) > 1})
+    if duplicated:
+        index = next(i for i, line in enumerate(order.lines) if line.sku in duplicated)
+        return ItemResult.rejected(order.order_number, _duplicated_message(duplicated), field=f"lines.{index}.sku")
+    missing = [i for i, line in enumerate(order.lines) if line.sku not in matches]
+    if missing:
+        skus = ", ".join(order.lines[i].sku for i in missing)
+        return ItemResult.rejected(order.order_number, f"SKU(s) not found in Shopify: {skus}", field=f"lines.{missing[0]}.sku")
+    return None
+
+
+def _duplicated_message(skus: list[str]) -> str:
+    return f"SKU(s) on more than one Shopify variant: {', '.join(skus)}; make them unique in Shopify"
+
+
 def _since_query(since: datetime | None) -> str | None:
     return f"updated_at:>{_quote(_iso(since))}" if since else None
 
@@ -515,9 +570,12 @@ query VariantsBySku($query: String!, $first: Int!, $after: String) {
   }
 }"""
 
-FIND_ORDER = """
-query FindOrder($query: String!) {
-  orders(first: 10, query: $query) { nodes { id name tags sourceName sourceIdentifier } }
+FIND_ORDERS = """
+query FindOrders($query: String!, $first: Int!, $after: String) {
+  orders(first: $first, after: $after, query: $query) {
+    pageInfo { hasNextPage endCursor }
+    nodes { id name tags sourceName sourceIdentifier }
+  }
 }"""
 
 ORDER_CREATE = """

@@ -8,7 +8,8 @@ the hub's HubHttpClient. This module owns what is Shopify-specific about talking
 - **Calculated query cost.** Every answer reports ``extensions.cost.throttleStatus``; the client models
   the leaky bucket from it and waits *before* a query whose last requested cost would not fit, so it
   paces instead of bouncing off THROTTLED. A THROTTLED answer, whether sent with HTTP 200 or 429, is
-  handled the same way: wait for the bucket to refill by the requested cost, then retry.
+  handled the same way: wait for the bucket to refill by the requested cost, then retry. This is the
+  pacing that binds: the channel's request-rate limit (hub token bucket) sits above any plan's bucket.
 - **Paging.** ``first``/``after`` with ``pageInfo`` to the end; a page that claims more but gives no
   cursor (or the same cursor again) is a broken contract, never a silently short enumeration.
 - **Bulk operations.** ``bulkOperationRunQuery``, polling, and streaming the JSONL result file from its
@@ -41,6 +42,8 @@ MAX_INPUT_ITEMS = 250
 MAX_PAGE_SIZE = 250
 #: A wait for the bucket longer than this is handed to the runtime (RateLimited) rather than slept.
 MAX_IN_PROCESS_WAIT = 120.0
+#: A mutation's requested cost, assumed until Shopify reports it (so the first one is paced too).
+MUTATION_COST = 10.0
 #: Headroom over the requested cost when pacing: reported figures are rounded.
 SAFETY_POINTS = 1.0
 BULK_FINISHED = {"COMPLETED", "FAILED", "CANCELED", "EXPIRED"}
@@ -122,7 +125,7 @@ class ShopifyClient:
         ``replayable`` marks mutations that carry an ``@idempotent`` key, which Shopify deduplicates,
         so the hub client may resend them after a timeout or 5xx.
         """
-        data = self._execute(document, variables, replayable=replayable)
+        data = self._execute(document, variables, replayable=replayable, cost=MUTATION_COST)
         result = data.get(payload)
         if not isinstance(result, dict):
             raise ContractError(f"Shopify answered {payload} without a payload", detail=data)
@@ -171,7 +174,9 @@ class ShopifyClient:
 
     # -- one request -----------------------------------------------------------------------------
 
-    def _execute(self, document: str, variables: dict[str, Any], *, replayable: bool) -> dict[str, Any]:
+    def _execute(self, document: str, variables: dict[str, Any], *, replayable: bool,
+                 cost: float = 0.0) -> dict[str, Any]:
+        self._costs.setdefault(document, cost)
         for _ in range(MAX_THROTTLE_WAITS + 1):
             self._pace(document)
             body = self._post(document, variables, replayable)

@@ -183,3 +183,145 @@ def test_a_return_restocks_once_through_the_hub_hook(sandbox: Any, make_channel:
     assert level(sandbox, SKU).available == before + 2
     unknown = channel.receive_return(Return(order_number="ICO-6", external_id="R-6", lines=[FulfilmentLine("NOPE", 1)]))
     assert not unknown.ok and "NOPE" in unknown.message
+
+
+# -- create_orders: a batch ------------------------------------------------------------------------
+
+SKUS = tuple(f"STYLE-{n:04d}-{c}-{s}" for n, c in ((1, "BLA"), (2, "WHI"), (3, "NAV")) for s in ("S", "M", "L"))
+
+
+def batch(count: int, start: int = 400000000) -> list[Any]:
+    return [marketplace_order(str(start + i), (SKUS[i % len(SKUS)], SKUS[(i + 1) % len(SKUS)])) for i in range(count)]
+
+
+def test_a_batch_of_new_orders_takes_one_request_each_plus_two(sandbox: Any, make_channel: Any) -> None:
+    channel = make_channel(sandbox, {"inventory_behaviour": "BYPASS"})
+    orders = batch(30)
+    sandbox.reset_counts()
+    results = channel.create_orders(orders)
+    assert graphql_calls(sandbox) == len(orders) + 2  # one name search, one SKU search, N orderCreates
+    assert [r.key for r in results] == [o.order_number for o in orders] and all(r.ok for r in results)
+    assert [sandbox.state.orders[r.external_id].name for r in results] == [o.order_number for o in orders]
+
+
+def test_a_batch_with_an_order_already_there_and_an_unknown_sku(sandbox: Any, channel: Any) -> None:
+    existing = channel.create_order(marketplace_order("400000100"))
+    orders = [marketplace_order("400000101"), marketplace_order("400000100"),
+              marketplace_order("400000102", (SKU, "NO-SUCH-SKU")), marketplace_order("400000103")]
+    sandbox.reset_counts()
+    results = channel.create_orders(orders)
+    assert graphql_calls(sandbox) == 2 + 2  # the searches, then orderCreate for 101 and 103 only
+    assert [(r.key, r.ok) for r in results] == [("400000101", True), ("400000100", True), ("400000102", False),
+                                                ("400000103", True)]
+    assert results[1].external_id == existing.external_id and results[1].message == "already in Shopify"
+    assert results[2].field == "lines.1.sku" and "NO-SUCH-SKU" in results[2].message
+    assert sorted(o.name for o in sandbox.state.orders.values()) == ["400000100", "400000101", "400000103"]
+
+
+def test_user_errors_reject_one_order_not_the_batch(sandbox: Any, channel: Any, admin: Any) -> None:
+    for location in ("Sydney Warehouse", "Melbourne Store"):
+        admin("/_control/stock", {"sku": "STYLE-0003-NAV-L", "location": location, "available": 0})
+    orders = [marketplace_order("400000201"), marketplace_order("400000202", (SKU, "STYLE-0003-NAV-L")),
+              marketplace_order("400000203")]
+    results = channel.create_orders(orders)
+    assert [r.ok for r in results] == [True, False, True]
+    assert "INVENTORY_CLAIM_FAILED" in results[1].message and results[1].field == "order.lineItems.1.quantity"
+
+
+def test_the_same_order_twice_in_a_batch_is_created_once(sandbox: Any, channel: Any) -> None:
+    results = channel.create_orders([marketplace_order("400000301"), marketplace_order("400000301")])
+    assert results[0].ok and results[0] == results[1]
+    assert [o.name for o in sandbox.state.orders.values()] == ["400000301"]
+
+
+def test_names_are_searched_50_a_request_and_quoted(sandbox: Any, make_channel: Any) -> None:
+    channel = make_channel(sandbox, {"inventory_behaviour": "BYPASS"})
+    odd = marketplace_order('40 "0" OR name:x\\')  # quotes, backslash and OR inside a name stay one value
+    assert channel.create_order(odd).ok
+    orders = [odd, *batch(120, 400001000)]
+    sandbox.reset_counts()
+    results = channel.create_orders(orders)
+    assert graphql_calls(sandbox) == 120 + 3 + 1  # ceil(121 / 50) name searches, one SKU search (9 SKUs)
+    assert results[0].message == "already in Shopify" and all(r.ok for r in results)
+
+
+def test_a_transient_failure_mid_batch_keeps_what_was_created(sandbox: Any, channel: Any,
+                                                              monkeypatch: Any) -> None:
+    mutate, calls = channel.client.mutate, []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[2])
+        if len(calls) == 2:
+            raise TransientError("Shopify timed out")  # before applying: the look-again finds nothing
+        return mutate(*args, **kwargs)
+
+    monkeypatch.setattr(channel.client, "mutate", flaky)
+    results = channel.create_orders([marketplace_order(str(400000400 + i)) for i in range(3)])
+    assert [(r.ok, r.retryable) for r in results] == [(True, False), (False, True), (False, True)]
+    assert "not sent to Shopify" in results[1].message and len(calls) == 2  # stops at the failure
+    assert [o.name for o in sandbox.state.orders.values()] == ["400000400"]
+
+
+def test_a_transient_failure_before_anything_is_created_fails_the_batch(sandbox: Any, channel: Any,
+                                                                       monkeypatch: Any) -> None:
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise TransientError("Shopify timed out")
+
+    monkeypatch.setattr(channel.client, "mutate", down)
+    with pytest.raises(TransientError):
+        channel.create_orders([marketplace_order("400000501"), marketplace_order("400000502")])
+
+
+# -- pacing: the cost bucket, not a request rate ---------------------------------------------------
+
+
+def test_a_burst_within_the_cost_bucket_is_not_held_back(sandbox: Any, make_channel: Any, vtime: Any) -> None:
+    # 150 orderCreates = 1,500 points fit the Standard 2,000-point bucket: no wait at all. The old
+    # 10 requests/s politeness limit (burst 20) held the same batch back for ~13 s.
+    channel = make_channel(sandbox, {"inventory_behaviour": "BYPASS"})
+    started = vtime.now
+    results = channel.create_orders(batch(150))
+    assert all(r.ok for r in results) and len(sandbox.state.orders) == 150
+    assert vtime.now - started < 0.5
+    assert sandbox.state.throttled == 0 and channel.client.throttled == 0
+
+
+def test_sustained_orders_run_at_the_buckets_rate_without_throttling(make_sandbox: Any, make_channel: Any,
+                                                                    vtime: Any) -> None:
+    app = make_sandbox(bucket_size=600.0, restore_rate=50.0)  # 5 orderCreates/s once the bucket is spent
+    channel = make_channel(app, {"inventory_behaviour": "BYPASS"})
+    started = vtime.now
+    results = channel.create_orders(batch(80))
+    elapsed = vtime.now - started
+    assert all(r.ok for r in results) and len(app.state.orders) == 80
+    assert app.state.throttled == 0 and channel.client.throttled == 0  # paced before sending, never bounced
+    # ~600 points were in the bucket; the other ~200 of the 80 x 10 came at 50 points/s.
+    assert 3.0 < elapsed < 6.0, elapsed
+    assert graphql_calls(app) == 80 + 2 + 1  # two name searches (50 names each), one SKU search
+
+
+# -- the sandbox is faithful where the batch relies on it ------------------------------------------
+
+
+def test_sandbox_order_create_costs_10_and_throttles_on_an_empty_bucket(sandbox: Any, admin: Any) -> None:
+    variant_id = next(v.id for v in sandbox.state.variants.values() if v.sku == SKU)
+    create = "mutation($o: OrderCreateOrderInput!) { orderCreate(order: $o) { order { id name } userErrors { message } } }"
+    answer = admin(create, {"o": {"name": "A-1", "lineItems": [{"variantId": variant_id, "quantity": 1}]}})
+    cost = answer["extensions"]["cost"]
+    assert cost["requestedQueryCost"] == 10 and cost["actualQueryCost"] == 10
+    assert cost["throttleStatus"]["maximumAvailable"] == 2000 and cost["throttleStatus"]["restoreRate"] == 100
+    sandbox.state.available = 9.0  # less than one orderCreate
+    throttled = admin(create, {"o": {"name": "A-2", "lineItems": [{"variantId": variant_id, "quantity": 1}]}})
+    assert "data" not in throttled and throttled["errors"][0]["extensions"]["code"] == "THROTTLED"
+    assert throttled["extensions"]["cost"]["actualQueryCost"] is None
+    assert [o.name for o in sandbox.state.orders.values()] == ["A-1"]
+
+
+def test_sandbox_name_search_with_or(sandbox: Any, admin: Any) -> None:
+    variant_id = next(v.id for v in sandbox.state.variants.values() if v.sku == SKU)
+    for name in ("B-1", "B-2", "B-3", 'B "4"'):
+        admin("mutation($o: OrderCreateOrderInput!) { orderCreate(order: $o) { order { id } userErrors { message } } }",
+              {"o": {"name": name, "lineItems": [{"variantId": variant_id, "quantity": 1}]}})
+    search = "query($q: String!) { orders(first: 10, query: $q) { nodes { name } } }"
+    found = admin(search, {"q": 'name:"B-1" OR name:"B-3" OR name:"B \\"4\\"" OR name:"nope"'})
+    assert sorted(n["name"] for n in found["data"]["orders"]["nodes"]) == ["B \"4\"", "B-1", "B-3"]
