@@ -23,10 +23,10 @@ test: $(STAMP)
 
 # Benchmarks print ratios and append them to bench/RESULTS.md (not tests; see bench/README.md).
 bench: $(STAMP)
-	$(PY) bench/stock_sync.py && $(PY) bench/catalog_import.py && $(PY) bench/rate_limits.py
+	$(PY) bench/stock_sync.py && $(PY) bench/listings_sync.py --rate 50 && $(PY) bench/catalog_import.py && $(PY) bench/rate_limits.py
 
 bench-quick: $(STAMP)
-	$(PY) bench/stock_sync.py --quick && $(PY) bench/catalog_import.py --quick && $(PY) bench/rate_limits.py --quick
+	$(PY) bench/stock_sync.py --quick && $(PY) bench/listings_sync.py --quick && $(PY) bench/catalog_import.py --quick && $(PY) bench/rate_limits.py --quick
 
 # The full fault suite (about 25 minutes; restarts the local Redis and PostgreSQL): docs/reliability.md.
 chaos: $(STAMP)

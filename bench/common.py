@@ -284,6 +284,177 @@ def fmt_rss(mb: float) -> str:
     return f"{mb:.0f} MB"
 
 
+# -- The Iconic: a listed catalogue in step with its sandbox (stock_sync, listings_sync) ---------------
+
+ICONIC_CREDENTIALS = {"application_id": "sandbox-app", "application_secret": "sandbox-secret-0000"}
+VARIANTS_PER_PRODUCT = 4
+PRODUCT_ID0, SET_ID0 = 1_000_000, 5_000_000
+
+
+def make_iconic() -> Any:
+    """The Iconic sandbox app (runs in the child)."""
+    from plugins.iconic.sandbox import create_app
+
+    return create_app(seed=1, first_id=9_000_000)
+
+
+def seed_iconic(app: Any, rows: list[tuple[str, str, int, int, int]]) -> int:
+    """(sku, parent sku, product id, set id, quantity) -> products already listed and approved (in the child)."""
+    state = app.state
+    now = time.time()
+    stamp = "2026-01-01T00:00:00+00:00"
+    for sku, parent, product_id, set_id, quantity in rows:
+        if set_id not in state.product_sets:
+            state.product_sets[set_id] = {
+                "id": set_id, "name": f"Product {parent}", "sellerSku": sku, "parentSku": parent, "brandId": 1,
+                "primaryCategoryId": 11, "description": "", "attributes": {}, "createdAt": stamp, "updatedAt": stamp}
+        state.products[product_id] = {
+            "id": product_id, "uuid": f"prod-{product_id}", "sellerSku": sku, "shopSku": f"S{product_id}",
+            "srcId": str(product_id), "productSetId": set_id, "approvalStatus": "approved", "status": "active",
+            "variation": "M", "productIdentifier": "", "name": f"Product {parent}", "price": 49.95,
+            "salePrice": None, "saleStartDate": None, "saleEndDate": None, "quantity": quantity,
+            "fulfilledByVenture": False, "createdAt": stamp, "updatedAt": stamp, "_createdAt": now}
+    return len(state.products)
+
+
+def iconic_quantities(app: Any, ids: list[int]) -> list[int]:
+    return [app.state.products[i]["quantity"] for i in ids]
+
+
+def quantity_of(index: int) -> int:
+    return 3 + index % 17
+
+
+def product_layout(count: int, sizes: tuple[int, ...] = (VARIANTS_PER_PRODUCT,)) -> list[int]:
+    """Product index of each of ``count`` variants: products take ``sizes`` variants in turn (4, or 3, 5, ...)."""
+    layout: list[int] = []
+    product = 0
+    while len(layout) < count:
+        layout.extend([product] * sizes[product % len(sizes)])
+        product += 1
+    return layout[:count]
+
+
+def seed_hub(db: Any, url: str, count: int, layout: list[int] | None = None) -> tuple[int, list[tuple[int, str, int]]]:
+    """N variants listed on an Iconic account, in step. Returns (account id, [(variant id, sku, product id)]).
+
+    Variant ``i`` (id ``i + 1``, SKU ``SKU-{i:07d}``) belongs to product ``layout[i]`` (default: 4 sizes each).
+    """
+    from hub import accounts
+    from hub.bindings import LISTING
+    from hub.connections import get_connector
+    from hub.flows.stock import STOCK
+    from hub.models import (
+        Binding,
+        Label,
+        LabelAssignment,
+        Organisation,
+        Product,
+        StockLevel,
+        Variant,
+    )
+
+    layout = layout if layout is not None else product_layout(count)
+    with db.session() as session:
+        organisation = Organisation(name="Bench brand", slug=f"bench-{time.time_ns()}")
+        session.add(organisation)
+        session.flush()
+        label = Label(organisation_id=organisation.id, name="Iconic")
+        session.add(label)
+        session.flush()
+        account = accounts.create_account(session, organisation.id, "Iconic AU", "iconic", "sandbox", ICONIC_CREDENTIALS,
+                                          {}, get_connector().box, "bench")
+        account.base_url = url
+        accounts.activate(session, account, "bench")
+        account.listings_enabled = True
+        account.label_id = label.id
+        org_id, label_id, account_id = organisation.id, label.id, account.id
+
+    products = [{"id": p + 1, "organisation_id": org_id, "parent_sku": f"P{p:06d}", "title": f"Product P{p:06d}",
+                 "description": "Soft organic cotton.", "brand": "Brand 1", "category": "Women > Tops > Tees",
+                 "gender": "female", "season": "SS25", "tags": [], "images": [], "attributes": {}, "active": True}
+                for p in range(layout[-1] + 1 if layout else 0)]
+    insert_rows(db, Product.__table__, products)
+    variants, levels, assignments, bindings, listed = [], [], [], [], []
+    for i in range(count):
+        vid, sku = i + 1, f"SKU-{i:07d}"
+        variants.append({"id": vid, "organisation_id": org_id, "product_id": layout[i] + 1, "sku": sku,
+                         "barcode": f"93{i:011d}", "size": "SML"[i % 3], "colour": "Black", "price_retail": 49.95,
+                         "price_msrp": 59.95, "price_wholesale": 20, "active": True, "duplicate": False,
+                         "attributes": {}})
+        levels.append({"variant_id": vid, "location": "SYD", "available": quantity_of(i),
+                       "available_from_stock": quantity_of(i), "on_hand": quantity_of(i)})
+        assignments.append({"label_id": label_id, "variant_id": vid, "source": "manual"})
+        product_id = PRODUCT_ID0 + i
+        bindings.append({"account_id": account_id, "kind": LISTING, "internal_id": str(vid),
+                         "external_id": str(product_id), "fingerprint": "seeded"})
+        bindings.append({"account_id": account_id, "kind": STOCK, "internal_id": str(vid), "external_id": sku,
+                         "fingerprint": str(quantity_of(i))})
+        listed.append((vid, sku, product_id))
+    for table, rows in ((Variant.__table__, variants), (StockLevel.__table__, levels),
+                        (LabelAssignment.__table__, assignments), (Binding.__table__, bindings)):
+        insert_rows(db, table, rows)
+    if db.engine.dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        with db.engine.begin() as connection:
+            for table in ("products", "variants", "stock_levels", "label_assignments", "bindings"):
+                connection.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                        f"(SELECT coalesce(max(id), 1) FROM {table}))"))
+            connection.execute(text("ANALYZE"))
+    return account_id, listed
+
+
+def seed_listed_catalogue(db: Any, sandbox: SandboxProcess, count: int,
+                          layout: list[int] | None = None) -> tuple[int, list[tuple[int, str, int]]]:
+    """``seed_hub`` and the same N products, listed and approved, in the Iconic sandbox (one set per product)."""
+    layout = layout if layout is not None else product_layout(count)
+    account_id, listed = seed_hub(db, sandbox.url, count, layout)
+    sandbox.call(seed_iconic, [(sku, f"P{layout[vid - 1]:06d}", pid, SET_ID0 + layout[vid - 1], quantity_of(vid - 1))
+                               for vid, sku, pid in listed])
+    return account_id, listed
+
+
+def run_flow(db: Any, account_id: int, flow: str, params: dict[str, Any] | None = None) -> Any:
+    """Run ``flow`` once for the account, in this process (no lock contention, no retries): the SyncRun."""
+    from hub.jobs import create_run, execute_run
+    from hub.locks import LocalLocks
+    from hub.models import SyncRun
+
+    run_id = create_run(db, account_id, flow, trigger="manual")
+    execute_run(db, run_id, locks=LocalLocks(), retries_left=0, params=params or {})
+    with db.session() as session:
+        return session.get(SyncRun, run_id)
+
+
+def take_calls(sandbox: SandboxProcess) -> Counter:
+    """Requests per (method, path) the sandbox received since the last call; resets the count."""
+    calls, _ = sandbox.calls()
+    sandbox.reset()
+    return calls
+
+
+def profile_to(path: Path | None):  # type: ignore[no-untyped-def]
+    """A pyinstrument profile of the block written to ``path`` (nothing when ``path`` is None)."""
+    if path is None:
+        from contextlib import nullcontext
+
+        return nullcontext()
+    from pyinstrument import Profiler
+
+    class _Profile:
+        def __enter__(self) -> None:
+            self.profiler = Profiler(interval=0.001)
+            self.profiler.start()
+
+        def __exit__(self, *exc: object) -> None:
+            self.profiler.stop()
+            path.write_text(self.profiler.output_text(unicode=True, color=False, show_all=False))
+            print(f"profile written to {path}")
+
+    return _Profile()
+
+
 # -- several sandboxes in one child process (bench/order_flow.py) ------------------------------------
 
 

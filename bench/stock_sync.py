@@ -35,121 +35,22 @@ from bench.common import (
     bench_database,
     fmt_rss,
     hub_connector,
-    insert_rows,
+    iconic_quantities,
+    make_iconic,
     measured,
+    profile_to,
+    quantity_of,
     ratio,
     record,
+    run_flow,
+    seed_listed_catalogue,
+    take_calls,
 )
 
-ICONIC_CREDENTIALS = {"application_id": "sandbox-app", "application_secret": "sandbox-secret-0000"}
-VARIANTS_PER_PRODUCT = 4
-PRODUCT_ID0, SET_ID0 = 1_000_000, 5_000_000
 WRITE = ("PUT", "/v2/stock/product")
 
 
-# -- the sandbox side (runs in the child) ------------------------------------------------------------
-
-
-def make_iconic() -> Any:
-    from plugins.iconic.sandbox import create_app
-
-    return create_app(seed=1, first_id=9_000_000)
-
-
-def seed_iconic(app: Any, rows: list[tuple[str, str, int, int, int]]) -> int:
-    """(sku, parent sku, product id, set id, quantity) -> products already listed and approved."""
-    state = app.state
-    now = time.time()
-    stamp = "2026-01-01T00:00:00+00:00"
-    for sku, parent, product_id, set_id, quantity in rows:
-        if set_id not in state.product_sets:
-            state.product_sets[set_id] = {
-                "id": set_id, "name": f"Product {parent}", "sellerSku": sku, "parentSku": parent, "brandId": 1,
-                "primaryCategoryId": 11, "description": "", "attributes": {}, "createdAt": stamp, "updatedAt": stamp}
-        state.products[product_id] = {
-            "id": product_id, "uuid": f"prod-{product_id}", "sellerSku": sku, "shopSku": f"S{product_id}",
-            "srcId": str(product_id), "productSetId": set_id, "approvalStatus": "approved", "status": "active",
-            "variation": "M", "productIdentifier": "", "name": f"Product {parent}", "price": 49.95,
-            "salePrice": None, "saleStartDate": None, "saleEndDate": None, "quantity": quantity,
-            "fulfilledByVenture": False, "createdAt": stamp, "updatedAt": stamp, "_createdAt": now}
-    return len(state.products)
-
-
-def iconic_quantities(app: Any, ids: list[int]) -> list[int]:
-    return [app.state.products[i]["quantity"] for i in ids]
-
-
 # -- the hub side ----------------------------------------------------------------------------------------
-
-
-def quantity_of(index: int) -> int:
-    return 3 + index % 17
-
-
-def seed_hub(db: Any, url: str, count: int) -> tuple[int, list[tuple[int, str, int]]]:
-    """N variants listed on an Iconic account, in step. Returns (account id, [(variant id, sku, product id)])."""
-    from hub import accounts
-    from hub.bindings import LISTING
-    from hub.connections import get_connector
-    from hub.flows.stock import STOCK
-    from hub.models import (
-        Binding,
-        Label,
-        LabelAssignment,
-        Organisation,
-        Product,
-        StockLevel,
-        Variant,
-    )
-
-    with db.session() as session:
-        organisation = Organisation(name="Bench brand", slug=f"bench-{time.time_ns()}")
-        session.add(organisation)
-        session.flush()
-        label = Label(organisation_id=organisation.id, name="Iconic")
-        session.add(label)
-        session.flush()
-        account = accounts.create_account(session, organisation.id, "Iconic AU", "iconic", "sandbox", ICONIC_CREDENTIALS,
-                                          {}, get_connector().box, "bench")
-        account.base_url = url
-        accounts.activate(session, account, "bench")
-        account.listings_enabled = True
-        account.label_id = label.id
-        org_id, label_id, account_id = organisation.id, label.id, account.id
-
-    products = [{"id": p + 1, "organisation_id": org_id, "parent_sku": f"P{p:06d}", "title": f"Product P{p:06d}",
-                 "description": "Soft organic cotton.", "brand": "Brand 1", "category": "Women > Tops > Tees",
-                 "gender": "female", "season": "SS25", "tags": [], "images": [], "attributes": {}, "active": True}
-                for p in range(math.ceil(count / VARIANTS_PER_PRODUCT))]
-    insert_rows(db, Product.__table__, products)
-    variants, levels, assignments, bindings, listed = [], [], [], [], []
-    for i in range(count):
-        vid, sku = i + 1, f"SKU-{i:07d}"
-        variants.append({"id": vid, "organisation_id": org_id, "product_id": i // VARIANTS_PER_PRODUCT + 1, "sku": sku,
-                         "barcode": f"93{i:011d}", "size": "SML"[i % 3], "colour": "Black", "price_retail": 49.95,
-                         "price_msrp": 59.95, "price_wholesale": 20, "active": True, "duplicate": False,
-                         "attributes": {}})
-        levels.append({"variant_id": vid, "location": "SYD", "available": quantity_of(i),
-                       "available_from_stock": quantity_of(i), "on_hand": quantity_of(i)})
-        assignments.append({"label_id": label_id, "variant_id": vid, "source": "manual"})
-        product_id = PRODUCT_ID0 + i
-        bindings.append({"account_id": account_id, "kind": LISTING, "internal_id": str(vid),
-                         "external_id": str(product_id), "fingerprint": "seeded"})
-        bindings.append({"account_id": account_id, "kind": STOCK, "internal_id": str(vid), "external_id": sku,
-                         "fingerprint": str(quantity_of(i))})
-        listed.append((vid, sku, product_id))
-    for table, rows in ((Variant.__table__, variants), (StockLevel.__table__, levels),
-                        (LabelAssignment.__table__, assignments), (Binding.__table__, bindings)):
-        insert_rows(db, table, rows)
-    if db.engine.dialect.name == "postgresql":
-        from sqlalchemy import text
-
-        with db.engine.begin() as connection:
-            for table in ("products", "variants", "stock_levels", "label_assignments", "bindings"):
-                connection.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                                        f"(SELECT coalesce(max(id), 1) FROM {table}))"))
-            connection.execute(text("ANALYZE"))
-    return account_id, listed
 
 
 def change_stock(db: Any, variant_ids: list[int]) -> None:
@@ -167,14 +68,7 @@ def change_stock(db: Any, variant_ids: list[int]) -> None:
 
 
 def run_stock(db: Any, account_id: int) -> Any:
-    from hub.jobs import create_run, execute_run
-    from hub.locks import LocalLocks
-    from hub.models import SyncRun
-
-    run_id = create_run(db, account_id, "stock", trigger="manual")
-    execute_run(db, run_id, locks=LocalLocks(), retries_left=0, params={})
-    with db.session() as session:
-        return session.get(SyncRun, run_id)
+    return run_flow(db, account_id, "stock")
 
 
 def naive_loop(db: Any, account_id: int, targets: list[tuple[int, str, int]]) -> None:
@@ -194,29 +88,8 @@ def naive_loop(db: Any, account_id: int, targets: list[tuple[int, str, int]]) ->
 
 
 def calls_between(sandbox: SandboxProcess) -> tuple[int, int, dict]:
-    calls, statuses = sandbox.calls()
-    sandbox.reset()
+    calls = take_calls(sandbox)
     return calls.get(WRITE, 0), sum(calls.values()), dict(calls)
-
-
-def profile_to(path: Path | None):  # type: ignore[no-untyped-def]
-    if path is None:
-        from contextlib import nullcontext
-
-        return nullcontext()
-    from pyinstrument import Profiler
-
-    class _Profile:
-        def __enter__(self) -> None:
-            self.profiler = Profiler(interval=0.001)
-            self.profiler.start()
-
-        def __exit__(self, *exc: object) -> None:
-            self.profiler.stop()
-            path.write_text(self.profiler.output_text(unicode=True, color=False, show_all=False))
-            print(f"profile written to {path}")
-
-    return _Profile()
 
 
 def bench_size(args: argparse.Namespace, count: int, lines: list[str], summary: list[str]) -> dict[str, Any]:
@@ -228,10 +101,7 @@ def bench_size(args: argparse.Namespace, count: int, lines: list[str], summary: 
     try:
         with tempfile.TemporaryDirectory() as folder, bench_database(args.db, Path(folder)) as db:
             started = time.perf_counter()
-            account_id, listed = seed_hub(db, sandbox.url, count)
-            sandbox.call(seed_iconic, [(sku, f"P{(vid - 1) // VARIANTS_PER_PRODUCT:06d}", pid,
-                                        SET_ID0 + (vid - 1) // VARIANTS_PER_PRODUCT, quantity_of(vid - 1))
-                                       for vid, sku, pid in listed])
+            account_id, listed = seed_listed_catalogue(db, sandbox, count)
             print(f"[{count}] seeded in {time.perf_counter() - started:.1f}s", flush=True)
             sandbox.reset()
 
