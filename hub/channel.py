@@ -140,7 +140,7 @@ class WebhookAction:
 # Hooks a channel may implement; flows check ``implements`` before calling them.
 OPTIONAL_HOOKS: tuple[str, ...] = (
     "create_orders", "cancel_order", "pull_cancellations", "pull_orders_by_id", "receive_return",
-    "register_webhooks", "push_stock", "stock_session",
+    "register_webhooks", "push_stock", "stock_session", "send_fulfilments",
 )
 
 # The hooks each role must implement; checked when a plugin registers its channel.
@@ -251,6 +251,22 @@ class Channel:
         for order in orders:
             try:
                 results.append(self.create_order(order))
+            except RejectedItem as error:
+                results.append(ItemResult.rejected(order.order_number, str(error), field=error.field))
+        return results
+
+    def send_fulfilments(self, pairs: list[tuple[Order, Fulfilment]]) -> list[ItemResult]:
+        """Write back many shipments (at most ``limits.max_batch``) in one go; one ItemResult per
+        (order, fulfilment) pair, in input order. Override when the API lets shipments share requests
+        (The Iconic reads the order items of the whole batch at once).
+
+        A shipment the remote refuses is a rejected result and never stops the others; ``AuthError``
+        and ``RateLimited`` still raise. Idempotent like ``send_fulfilment``. The default sends each.
+        """
+        results = []
+        for order, fulfilment in pairs:
+            try:
+                results.append(self.send_fulfilment(order, fulfilment))
             except RejectedItem as error:
                 results.append(ItemResult.rejected(order.order_number, str(error), field=error.field))
         return results

@@ -125,6 +125,19 @@ class MemoryChannel(Channel):
         state.sent_fulfilments.append((order.order_number, copy.deepcopy(fulfilment)))
         return ItemResult.success(order.order_number)
 
+    def send_fulfilments(self, pairs: list[tuple[Order, Fulfilment]]) -> list[ItemResult]:
+        """One call for the batch (``calls["send_fulfilments"]``); an unknown carrier refuses just its shipment."""
+        state = self._call("send_fulfilments")
+        results = []
+        for order, fulfilment in pairs:
+            if fulfilment.carrier not in state.carriers:
+                results.append(ItemResult.rejected(order.order_number, f"unknown shipping provider {fulfilment.carrier!r}",
+                                                   field="carrier"))
+                continue
+            state.sent_fulfilments.append((order.order_number, copy.deepcopy(fulfilment)))
+            results.append(ItemResult.success(order.order_number))
+        return results
+
     def list_listings(self):
         state = self._call("list_listings")
         for count, listing in enumerate(list(state.listings.values())):

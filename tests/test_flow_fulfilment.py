@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import string
+import threading
+import time
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -11,16 +14,39 @@ from hypothesis import strategies as st
 from hub import bindings
 from hub.carrier_maps import TRACKING_MAX_LENGTH, InvalidTracking, tracking_problem, validate_tracking
 from hub.errors import TransientError
+from hub.connections import open_channel
+from hub.flows import fulfilment as fulfilment_flow
 from hub.flows import stock as stock_flow
-from hub.models import OrderStatus, RunStatus
+from hub.models import ChannelAccount, OrderStatus, RunStatus
 from hub.records import FulfilmentLine
 from tests.flows_fixtures_b import OrdersHub, Scene, ordershub  # noqa: F401
+from tests.memory_channel import MemoryChannel, MemoryRemote
 from tests.storage_fixtures import box, database, organisation  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
 def _no_stock_pushes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stock_flow, "push_stock_now", lambda *args, **kwargs: [])
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every flow test runs twice: through ``send_fulfilments`` (batches) and through ``send_fulfilment``.
+    Tests named ``test_batch_*`` are about the batch path only."""
+    if "ordershub" in metafunc.fixturenames and not metafunc.function.__name__.startswith("test_batch_"):
+        metafunc.parametrize("send_path", ["batch", "single"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def send_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    path = getattr(request, "param", "batch")
+    if path == "single":
+        monkeypatch.delattr(MemoryChannel, "send_fulfilments")
+    return path
+
+
+def sends(market: MemoryRemote) -> int:
+    """Calls the marketplace got to write shipments back, whichever hook took them."""
+    return market.calls["send_fulfilment"] + market.calls["send_fulfilments"]
 
 
 def routed(hub: OrdersHub, **scene_options) -> Scene:  # type: ignore[no-untyped-def]
@@ -48,7 +74,7 @@ def test_a_shipment_is_mapped_and_sent_once_across_reruns(ordershub: OrdersHub) 
     assert sent.tracking_url == "https://auspost.example/track/AP123456789AU"
     assert [(line.sku, line.channel_line_ids) for line in sent.lines] == [
         ("TEE-1", ["1001-TEE-1-0", "1001-TEE-1-1"]), ("TEE-2", ["1001-TEE-2-0"])]
-    assert scene.market.calls["send_fulfilment"] == 1
+    assert sends(scene.market) == 1
     order = ordershub.the_order(scene.marketplace, "1001")
     assert order.status is OrderStatus.CONFIRMED
     [row] = ordershub.fulfilments(order.id)
@@ -73,7 +99,7 @@ def test_an_unknown_carrier_is_a_clear_error_until_it_is_mapped(ordershub: Order
         assert report.status is RunStatus.PARTIAL
     [event] = ordershub.events("fulfilment.failed")  # told once, retried every run
     assert event.level == "error" and message in event.message
-    assert scene.market.calls["send_fulfilment"] == 0
+    assert sends(scene.market) == 0
 
     ordershub.map_carrier(scene.marketplace, "xyz", "StarTrack")
     fixed = ordershub.run(scene.marketplace, "fulfilment")
@@ -90,7 +116,7 @@ def test_a_tracking_number_with_a_space_is_refused_with_the_reason(ordershub: Or
     item = report.item("1001")
     assert (item.outcome, item.field) == ("rejected", "tracking_number")
     assert item.message == "tracking number 'AP1234 56789AU' contains a space at position 7: remove it"
-    assert scene.market.calls["send_fulfilment"] == 0
+    assert sends(scene.market) == 0
     assert ordershub.the_order(scene.marketplace, "1001").status is OrderStatus.FULFILLED
 
 
@@ -104,7 +130,7 @@ def test_a_marketplace_refusal_is_not_marked_sent_and_is_retried(ordershub: Orde
 
     assert first.item("1001").outcome == "rejected"
     assert "Iconic AU refused it: unknown shipping provider 'Sendle'" in first.item("1001").message
-    assert scene.market.calls["send_fulfilment"] == 2  # tried again, not marked sent
+    assert sends(scene.market) == 2  # tried again, not marked sent
     assert ordershub.bindings(scene.marketplace, bindings.FULFILMENT_SENT) == []
     assert len(ordershub.events("fulfilment.failed")) == 1
     assert second.item("1001").outcome == "rejected"
@@ -164,7 +190,7 @@ def test_third_party_managed_orders_are_never_written_back(ordershub: OrdersHub)
     later = ordershub.run(scene.marketplace, "fulfilment")
 
     assert later.status is RunStatus.OK
-    assert scene.market.calls["send_fulfilment"] == 0 and scene.market.sent_fulfilments == []
+    assert sends(scene.market) == 0 and scene.market.sent_fulfilments == []
     order = ordershub.the_order(scene.marketplace, "1001")
     assert order.status is OrderStatus.THIRD_PARTY_MANAGED
     [row] = ordershub.fulfilments(order.id)
@@ -194,6 +220,131 @@ def test_the_source_cursor_moves_to_the_newest_shipment(ordershub: OrdersHub) ->
 
     with ordershub.db.session() as session:
         assert cursors.read_time(session, scene.marketplace, STREAM_PREFIX + str(scene.destination)) == newest
+
+
+# -- the batch path (send_fulfilments) -----------------------------------------------------------
+
+
+def shipped_orders(hub: OrdersHub, count: int) -> Scene:
+    """``count`` one-unit orders 2001.. imported, routed and shipped with distinct tracking numbers."""
+    scene = hub.scene()
+    hub.seed("TEE-1", stock=100)
+    hub.map_carrier(scene.marketplace, "auspost", "Australia Post")
+    numbers = [str(2001 + n) for n in range(count)]
+    for number in numbers:
+        hub.place(scene.market, number, {"TEE-1": 1})
+    assert hub.run(scene.marketplace, "orders").status is RunStatus.OK
+    for number in numbers:
+        hub.ship(scene.dest, number, tracking=f"AP{number}00AU")
+    return scene
+
+
+def test_batch_shipments_go_out_max_batch_at_a_time_and_a_refusal_stays_alone(ordershub: OrdersHub) -> None:
+    scene = shipped_orders(ordershub, 11)
+    ordershub.map_carrier(scene.marketplace, "sendle", "Sendle")  # the memory marketplace refuses Sendle
+    ordershub.ship(scene.dest, "2003", carrier="sendle", tracking="SNDL2003")  # replaces nothing: a second parcel
+    ordershub.ship(scene.dest, "2005", tracking="AP 2005")  # invalid: failed here, never sent
+
+    first = ordershub.run(scene.marketplace, "fulfilment")
+
+    assert scene.market.calls["send_fulfilments"] == 2 and scene.market.calls["send_fulfilment"] == 0  # 13 rows, batch 10
+    assert first.status is RunStatus.PARTIAL
+    assert [i.outcome for i in first.items if i.key == "2003"].count("rejected") == 1
+    assert "unknown shipping provider 'Sendle'" in next(i.message for i in first.items if i.outcome == "rejected"
+                                                         and i.key == "2003")
+    assert any(i.key == "2005" and i.field == "tracking_number" for i in first.items)
+    sent = [(number, shipment.tracking_number) for number, shipment in scene.market.sent_fulfilments]
+    assert sorted(sent) == sorted((str(2001 + n), f"AP{2001 + n}00AU") for n in range(11))
+    assert len(ordershub.bindings(scene.marketplace, bindings.FULFILMENT_SENT)) == 11
+    assert len(ordershub.events("fulfilment.sent")) == 11 and len(ordershub.events("fulfilment.failed")) == 2
+    assert ordershub.the_order(scene.marketplace, "2001").status is OrderStatus.CONFIRMED
+
+    again = ordershub.run(scene.marketplace, "fulfilment")  # only the two refused shipments are tried again
+
+    assert scene.market.calls["send_fulfilments"] == 3 and len(scene.market.sent_fulfilments) == 11
+    assert sorted(i.key for i in again.items) == ["2003", "2005"]
+
+
+def test_batch_a_shipment_another_worker_sent_first_is_not_sent_again(ordershub: OrdersHub,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    scene = shipped_orders(ordershub, 3)
+    real = fulfilment_flow.send_batch
+    raced: list[int] = []
+
+    def racing(ctx, account_id, fulfilment_ids, channel):  # type: ignore[no-untyped-def]
+        if not raced:  # another worker takes the rows' lock first and sends the second shipment
+            raced.append(fulfilment_ids[1])
+            real(ctx, account_id, [fulfilment_ids[1]], channel)
+        real(ctx, account_id, fulfilment_ids, channel)
+
+    monkeypatch.setattr(fulfilment_flow, "send_batch", racing)
+    report = ordershub.run(scene.marketplace, "fulfilment")
+
+    assert report.status is RunStatus.OK and raced
+    assert sorted(number for number, _ in scene.market.sent_fulfilments) == ["2001", "2002", "2003"]
+    assert scene.market.calls["send_fulfilments"] == 2
+    assert len(ordershub.bindings(scene.marketplace, bindings.FULFILMENT_SENT)) == 3
+
+
+class _Context:
+    """What send_batch needs of a FlowContext, for driving two "workers" by hand."""
+
+    def __init__(self, db: Any) -> None:
+        self.db, self.run_id, self.items = db, None, []
+
+    def item(self, key: str, outcome: str, message: str = "", field: str | None = None) -> None:
+        self.items.append((key, outcome))
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        pass
+
+    def add_api_calls(self, n: int = 1) -> None:
+        pass
+
+
+def test_batch_two_workers_at_once_send_each_shipment_once(ordershub: OrdersHub) -> None:
+    if ordershub.db.is_sqlite:
+        pytest.skip("SQLite holds no row locks; there the runtime's per-account lock keeps one worker per account")
+    scene = shipped_orders(ordershub, 4)
+    scene.market.carriers = ()  # refused first, so the rows wait as unsent
+    ordershub.run(scene.marketplace, "fulfilment")
+    scene.market.carriers = ("Australia Post",)
+    ids = [row.id for order in ordershub.orders(scene.marketplace) for row in ordershub.fulfilments(order.id)]
+    with ordershub.db.session() as session:
+        channels = [open_channel(session.get(ChannelAccount, scene.marketplace)) for _ in range(2)]
+    inside = threading.Event()
+    real = channels[0].send_fulfilments
+
+    def slow(pairs):  # type: ignore[no-untyped-def]
+        inside.set()
+        time.sleep(0.5)  # the second worker reaches the lock meanwhile and waits for it
+        return real(pairs)
+
+    channels[0].send_fulfilments = slow  # type: ignore[method-assign]
+    contexts = [_Context(ordershub.db), _Context(ordershub.db)]
+    first = threading.Thread(target=fulfilment_flow.send_batch, args=(contexts[0], scene.marketplace, ids, channels[0]))
+    first.start()
+    assert inside.wait(5)
+    fulfilment_flow.send_batch(contexts[1], scene.marketplace, ids, channels[1])
+    first.join(5)
+
+    assert sorted(number for number, _ in scene.market.sent_fulfilments) == ["2001", "2002", "2003", "2004"]
+    assert scene.market.calls["send_fulfilments"] == 2  # the refused run's and the first worker's
+    assert contexts[1].items == []  # it found every row sent
+    assert len(ordershub.bindings(scene.marketplace, bindings.FULFILMENT_SENT)) == 4
+
+
+def test_two_waiting_shipments_of_one_order_take_different_units(ordershub: OrdersHub) -> None:
+    scene = routed(ordershub)
+    ordershub.ship(scene.dest, "1001", tracking="AP0000000001", lines=[FulfilmentLine("TEE-1", 1)])
+    ordershub.ship(scene.dest, "1001", tracking="AP0000000002", lines=[FulfilmentLine("TEE-1", 1), FulfilmentLine("TEE-2", 1)])
+
+    ordershub.run(scene.marketplace, "fulfilment")  # both wait at once: one batch
+
+    first, second = (sent for _, sent in scene.market.sent_fulfilments)
+    assert [line.channel_line_ids for line in first.lines] == [["1001-TEE-1-0"]]
+    assert [line.channel_line_ids for line in second.lines] == [["1001-TEE-1-1"], ["1001-TEE-2-0"]]
+    assert ordershub.the_order(scene.marketplace, "1001").status is OrderStatus.CONFIRMED
 
 
 # -- tracking numbers ----------------------------------------------------------------------------

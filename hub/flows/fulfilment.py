@@ -12,10 +12,11 @@ Top to bottom, for one MARKETPLACE account with Fulfilments on:
 3. **Send** every stored shipment not yet accepted by the marketplace — new ones and those an earlier
    run could not send: check the tracking number (``hub.carrier_maps``), map the carrier through the
    account's CarrierMap, rebuild the canonical Order from the database (with its channel line ids)
-   and call ``send_fulfilment``. Acceptance records a FULFILMENT_SENT binding, so the shipment is
-   never sent again, and the order becomes ``confirmed`` once every line is covered. A refusal stays
-   unsent, is tried again on the next run, and notifies the admin (``fulfilment.failed``) once per
-   distinct problem.
+   and call ``send_fulfilment`` — or, when the channel has ``send_fulfilments``, send them
+   ``limits.max_batch`` at a time in one call (The Iconic then reads the batch's order items once).
+   Acceptance records a FULFILMENT_SENT binding, so the shipment is never sent again, and the order
+   becomes ``confirmed`` once every line is covered. A refusal stays unsent, is tried again on the
+   next run, and notifies the admin (``fulfilment.failed``) once per distinct problem.
 
 Orders imported as Third Party Managed are never written back, even after Fulfilments is turned on.
 """
@@ -36,7 +37,8 @@ from hub import bindings, carrier_maps, cursors
 from hub import records as canonical
 from hub.channel import Channel, Role
 from hub.connections import get_connector, open_channel
-from hub.errors import AuthError, ChannelError, ConfigurationError, RateLimited, TransientError, ValidationError
+from hub.errors import (AuthError, ChannelError, ConfigurationError, ContractError, RateLimited, TransientError,
+                        ValidationError)
 from hub.events import emit
 from hub.flows.orders import advance_cursor, canonical_order, lock_for_remote_call, lock_row
 from hub.jobs import FlowContext, register_flow
@@ -176,16 +178,36 @@ def shipment_key(shipment: canonical.Fulfilment) -> str:
 
 
 def send_unsent(ctx: FlowContext, account_id: int, channel: Channel) -> None:
-    """Send every stored shipment of the account the marketplace has not accepted yet."""
+    """Send every stored shipment of the account the marketplace has not accepted yet.
+
+    A channel with ``send_fulfilments`` gets them ``limits.max_batch`` at a time; others one by one.
+    """
     with ctx.db.session() as session:
         waiting = list(session.scalars(
             select(Fulfilment.id).join(Order, Order.id == Fulfilment.order_id)
             .where(Order.account_id == account_id, Order.third_party_managed.is_(False),
                    Fulfilment.status.in_((PENDING, ERROR)))
             .order_by(Fulfilment.id)))
+    if type(channel).implements("send_fulfilments"):
+        done = 0
+        for batch in channel.limits.batches(waiting):
+            send_batch(ctx, account_id, batch, channel)
+            done += len(batch)
+            ctx.progress(done, len(waiting))
+        return
     for done, fulfilment_id in enumerate(waiting, start=1):
         send_one(ctx, account_id, fulfilment_id, channel)
         ctx.progress(done, len(waiting))
+
+
+@dataclass
+class Outgoing:
+    """A checked shipment, ready for the marketplace."""
+
+    row: Fulfilment
+    order: Order
+    channel_carrier: str
+    record: canonical.Fulfilment
 
 
 def send_one(ctx: FlowContext, account_id: int, fulfilment_id: int, channel: Channel) -> None:
@@ -196,68 +218,120 @@ def send_one(ctx: FlowContext, account_id: int, fulfilment_id: int, channel: Cha
     """
     with ctx.db.session() as session:
         lock_for_remote_call(session, Fulfilment, [fulfilment_id])
-        row = session.get(Fulfilment, fulfilment_id)
         account = session.get(ChannelAccount, account_id)
-        assert row is not None and account is not None
-        order = row.order
-        if row.status not in (PENDING, ERROR):
-            return  # another worker sent it while we waited
-        sent_key = f"{order.channel_order_id}/{row.external_id}"
-        if bindings.by_internal(session, account.id, bindings.FULFILMENT_SENT, row.id) is not None:
-            row.status, row.error = SENT, None  # sent before, the status update was lost: repair it
-            return
-        if order.status == OrderStatus.CANCELLED:
-            _failed(ctx, session, account, order, row, "the order was cancelled on the marketplace, so the shipment is "
-                    "not sent: check whether it really left the warehouse", "rejected")
+        assert account is not None
+        outgoing = _prepare(ctx, session, account, fulfilment_id)
+        if outgoing is None:
             return
         try:
-            carrier_maps.validate_tracking(row.tracking_number)
-            mapping = carrier_maps.lookup(session, account, row.carrier)
-        except ValidationError as error:
-            _failed(ctx, session, account, order, row, _first_message(error), "rejected", error.field)
-            return
-        lines = lines_to_send(order, row)
-        outgoing = canonical.Fulfilment(
-            order_number=order.order_number, carrier=mapping.channel_carrier, tracking_number=row.tracking_number,
-            lines=lines, service=row.service,
-            tracking_url=carrier_maps.tracking_url(mapping, row.tracking_number, row.tracking_url),
-            shipped_at=row.shipped_at, external_id=row.external_id,
-        )
-        try:
-            result = channel.send_fulfilment(canonical_order(order), outgoing)
+            result = channel.send_fulfilment(canonical_order(outgoing.order), outgoing.record)
         except (AuthError, RateLimited):
             raise
         except ChannelError as error:
-            result = canonical.ItemResult.rejected(order.order_number, str(error),
-                                                   field=getattr(error, "field", None),
-                                                   retryable=isinstance(error, TransientError))
+            result = _refusal(outgoing, error)
         finally:
             ctx.add_api_calls(1)
-        if not result.ok:
-            _failed(ctx, session, account, order, row, f"{account.name} refused it: {result.message}",
-                    "failed" if result.retryable else "rejected", result.field)
+        _record(ctx, session, account, outgoing, result)
+
+
+def send_batch(ctx: FlowContext, account_id: int, fulfilment_ids: list[int], channel: Channel) -> None:
+    """``send_one`` for up to ``limits.max_batch`` shipments in one ``send_fulfilments`` call.
+
+    All the batch's rows are locked in one session, so a second worker waits and then finds them
+    sent; rows that fail the checks are failed on their own and left out of the call.
+    """
+    with ctx.db.session() as session:
+        lock_for_remote_call(session, Fulfilment, fulfilment_ids)
+        account = session.get(ChannelAccount, account_id)
+        assert account is not None
+        taken: set[str] = set()  # line ids claimed by earlier shipments of the same order in this batch
+        ready = [o for o in (_prepare(ctx, session, account, i, taken) for i in fulfilment_ids) if o is not None]
+        if not ready:
             return
-        bindings.bind(session, account.id, bindings.FULFILMENT_SENT, internal_id=row.id, external_id=sent_key,
-                      sent_at=utcnow())
-        row.status, row.error = SENT, None
-        row.lines = [{"sku": line.sku, "quantity": line.quantity, "channel_line_ids": line.channel_line_ids} for line in lines]
-        _confirm(order)
-        emit(session, organisation_id=account.organisation_id, account_id=account.id, run_id=ctx.run_id,
-             kind="fulfilment.sent",
-             message=(f"Order {order.order_number}: {mapping.channel_carrier} {row.tracking_number} sent to {account.name}"),
-             data={"order_id": order.id, "order_number": order.order_number, "carrier": row.carrier,
-                   "channel_carrier": mapping.channel_carrier, "tracking_number": row.tracking_number})
-        ctx.item(order.order_number, "ok", f"{mapping.channel_carrier} {row.tracking_number} sent")
+        pairs = [(canonical_order(outgoing.order), outgoing.record) for outgoing in ready]
+        try:
+            results = channel.send_fulfilments(pairs)
+        except (AuthError, RateLimited):
+            raise
+        except ChannelError as error:
+            results = [_refusal(outgoing, error) for outgoing in ready]
+        finally:
+            ctx.add_api_calls(1)
+        if len(results) != len(ready):
+            raise ContractError(f"send_fulfilments returned {len(results)} results for {len(ready)} shipments")
+        for outgoing, result in zip(ready, results):
+            _record(ctx, session, account, outgoing, result)
 
 
-def lines_to_send(order: Order, row: Fulfilment) -> list[canonical.FulfilmentLine]:
+def _prepare(ctx: FlowContext, session: Session, account: ChannelAccount, fulfilment_id: int,
+             taken: set[str] | None = None) -> Outgoing | None:
+    """The locked row as a shipment to send, or None when it is settled here (sent, cancelled, invalid)."""
+    row = session.get(Fulfilment, fulfilment_id)
+    assert row is not None
+    order = row.order
+    if row.status not in (PENDING, ERROR):
+        return None  # another worker sent it while we waited
+    if bindings.by_internal(session, account.id, bindings.FULFILMENT_SENT, row.id) is not None:
+        row.status, row.error = SENT, None  # sent before, the status update was lost: repair it
+        return None
+    if order.status == OrderStatus.CANCELLED:
+        _failed(ctx, session, account, order, row, "the order was cancelled on the marketplace, so the shipment is "
+                "not sent: check whether it really left the warehouse", "rejected")
+        return None
+    try:
+        carrier_maps.validate_tracking(row.tracking_number)
+        mapping = carrier_maps.lookup(session, account, row.carrier)
+    except ValidationError as error:
+        _failed(ctx, session, account, order, row, _first_message(error), "rejected", error.field)
+        return None
+    lines = lines_to_send(order, row, taken)
+    record = canonical.Fulfilment(
+        order_number=order.order_number, carrier=mapping.channel_carrier, tracking_number=row.tracking_number,
+        lines=lines, service=row.service,
+        tracking_url=carrier_maps.tracking_url(mapping, row.tracking_number, row.tracking_url),
+        shipped_at=row.shipped_at, external_id=row.external_id,
+    )
+    return Outgoing(row, order, mapping.channel_carrier, record)
+
+
+def _record(ctx: FlowContext, session: Session, account: ChannelAccount, outgoing: Outgoing,
+            result: canonical.ItemResult) -> None:
+    """Acceptance: binding, status, event and run item; a refusal: kept unsent and reported."""
+    row, order = outgoing.row, outgoing.order
+    if not result.ok:
+        _failed(ctx, session, account, order, row, f"{account.name} refused it: {result.message}",
+                "failed" if result.retryable else "rejected", result.field)
+        return
+    bindings.bind(session, account.id, bindings.FULFILMENT_SENT, internal_id=row.id,
+                  external_id=f"{order.channel_order_id}/{row.external_id}", sent_at=utcnow())
+    row.status, row.error = SENT, None
+    row.lines = [{"sku": line.sku, "quantity": line.quantity, "channel_line_ids": line.channel_line_ids}
+                 for line in outgoing.record.lines]
+    _confirm(order)
+    emit(session, organisation_id=account.organisation_id, account_id=account.id, run_id=ctx.run_id,
+         kind="fulfilment.sent",
+         message=f"Order {order.order_number}: {outgoing.channel_carrier} {row.tracking_number} sent to {account.name}",
+         data={"order_id": order.id, "order_number": order.order_number, "carrier": row.carrier,
+               "channel_carrier": outgoing.channel_carrier, "tracking_number": row.tracking_number})
+    ctx.item(order.order_number, "ok", f"{outgoing.channel_carrier} {row.tracking_number} sent")
+
+
+def _refusal(outgoing: Outgoing, error: ChannelError) -> canonical.ItemResult:
+    return canonical.ItemResult.rejected(outgoing.order.order_number, str(error), field=getattr(error, "field", None),
+                                         retryable=isinstance(error, TransientError))
+
+
+def lines_to_send(order: Order, row: Fulfilment, taken: set[str] | None = None) -> list[canonical.FulfilmentLine]:
     """The shipment's lines with the marketplace's line ids (The Iconic: one id per unit).
 
     A shipment without lines is the whole order. Lines without ids take the order line's ids that no
-    earlier accepted shipment of the order used.
+    earlier accepted shipment of the order used, nor any in ``taken``; the ids chosen are added to
+    ``taken`` (a batch prepares several shipments of one order before any is accepted).
     """
     used = {str(line_id) for other in order.fulfilments if other.id != row.id and other.status == SENT
             for line in other.lines or [] for line_id in line.get("channel_line_ids") or []}
+    if taken is not None:
+        used |= taken
     shipped = row.lines or [{"sku": line.sku, "quantity": line.quantity} for line in order.lines
                             if line.status != CANCELLED_LINE]
     result = []
@@ -268,6 +342,8 @@ def lines_to_send(order: Order, row: Fulfilment) -> list[canonical.FulfilmentLin
             free = [str(i) for i in (order_line.channel_line_ids if order_line else []) if str(i) not in used]
             ids = free[: int(entry["quantity"])]
         used.update(ids)
+        if taken is not None:
+            taken.update(ids)
         result.append(canonical.FulfilmentLine(sku=entry["sku"], quantity=int(entry["quantity"]), channel_line_ids=ids))
     return result
 

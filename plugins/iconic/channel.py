@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,18 +26,19 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from hub.channel import Channel, ChannelServices, Limits, Role, WebhookAction, WebhookRequest
-from hub.errors import AuthError, ConfigurationError, ContractError, RejectedItem
+from hub.errors import AuthError, ChannelError, ConfigurationError, ContractError, RateLimited, RejectedItem, TransientError
 from hub.records import Fulfilment, ItemResult, Listing, Order
 
 from plugins.iconic import mapping
 from plugins.iconic.client import LIVE_URL, STAGING_URL, IconicClient, items_of
 
 DELIVERY_TYPES = ("dropship", "pickup", "send_to_warehouse")
-ORDER_IDS_PER_CALL = 50  # order ids per order-items lookup, keeping URLs short
+ORDER_IDS_PER_CALL = 100  # order ids per order-items lookup: a fulfilment batch's orders in one (≈2.5 kB of URL)
 SELLER_SKUS_PER_CALL = 100  # GET /v2/product/seller-skus maximum
 ORDER_EVENTS = {"ordercreated", "orderitemsstatuschanged", "orderitemstatuschanged", "itemstatuschanged"}
 OPEN_ITEM_STATUSES = ("pending", "ready_to_ship")
 RESERVATIONS_TTL = 60.0  # seconds a reservation read serves the stock writes of one run
+DEFAULT_REQUESTS_PER_SECOND = 25.0  # py-iconic-api's client-side 25-30 req/s; The Iconic publishes no quota
 LEGACY_WEBHOOK_SECRET = "webhook_secret is kept in the settings, unencrypted: enter it under Credentials (stored encrypted)"
 
 
@@ -65,6 +67,20 @@ class IconicSettings(Schema):
     order_overlap_minutes = fields.Integer(load_default=0, validate=validate.Range(min=0, max=1440))
     keep_marketplace_sales = fields.Boolean(load_default=True, metadata={
         "description": "Keep a sale price set in Seller Center when the hub sends none"})
+    requests_per_second = fields.Float(
+        load_default=DEFAULT_REQUESTS_PER_SECOND, validate=validate.Range(min=1, max=100), metadata={
+            "description": "Requests per second the hub sends this account. THE ICONIC publishes no rate limit; "
+                           "25 follows py-iconic-api's client-side 25-30 requests/s. Lower it if THE ICONIC "
+                           "answers 429 Too Many Requests"})
+
+
+def limits_for_rate(rate: float) -> Limits:
+    """The hub limits at ``rate`` requests/s, with one second's worth of burst."""
+    return Limits(max_batch=100, requests_per_second=rate, burst=max(1, math.ceil(rate)), page_size=100,
+                  documented="PUT /v2/stock/product takes at most 100 rows and seller-skus lookups 100 SKUs "
+                             f"(endpoint descriptions); The Iconic publishes no request rate, so {rate:g}/s is the "
+                             "account's politeness setting (py-iconic-api paces at 25-30/s) and its 429 + "
+                             "Retry-After is honoured.")
 
 
 class IconicChannel(Channel):
@@ -73,10 +89,7 @@ class IconicChannel(Channel):
     roles = frozenset({Role.MARKETPLACE})
     credentials_schema = IconicCredentials
     settings_schema = IconicSettings
-    limits = Limits(max_batch=100, requests_per_second=10.0, burst=20, page_size=100,
-                    documented="PUT /v2/stock/product takes at most 100 rows and seller-skus lookups 100 SKUs "
-                               "(endpoint descriptions); The Iconic publishes no request rate, so 10/s is our "
-                               "politeness limit and its 429 + Retry-After is honoured.")
+    limits = limits_for_rate(DEFAULT_REQUESTS_PER_SECOND)  # the default; the client paces at the account's setting
     fulfilment_mandatory = True  # marketplace orders must get carrier and tracking back
     secret_fields = ("application_secret", "webhook_secret")
 
@@ -91,7 +104,8 @@ class IconicChannel(Channel):
     @property
     def client(self) -> IconicClient:
         if self._client is None:
-            self._client = IconicClient(self.services, self.base_url(), self.limits,
+            limits = limits_for_rate(float(self._setting("requests_per_second")))
+            self._client = IconicClient(self.services, self.base_url(), limits,
                                         str(self.credentials.get("application_id", "")),
                                         str(self.credentials.get("application_secret", "")))
         return self._client
@@ -420,22 +434,40 @@ class IconicChannel(Channel):
 
     def send_fulfilment(self, order: Order, fulfilment: Fulfilment) -> ItemResult:
         """Ready-to-ship with provider and tracking, then shipped (dropship). Idempotent per item."""
+        return self.send_fulfilments([(order, fulfilment)])[0]
+
+    def send_fulfilments(self, pairs: list[tuple[Order, Fulfilment]]) -> list[ItemResult]:
+        """One order-items read for the whole batch, then per shipment ready-to-ship and shipped.
+
+        The status endpoints refuse items of two orders in one call (422), so the two writes per
+        shipment are the minimum: 2 requests per shipment + 1 per batch (plus the providers, once).
+        """
+        providers = [mapping.provider_name(fulfilment.carrier, self.providers()) for _, fulfilment in pairs]
+        wanted = [order.channel_order_id for (order, _), provider in zip(pairs, providers) if provider is not None]
+        items = self._items_by_order(wanted)
+        results = []
+        for (order, fulfilment), provider in zip(pairs, providers):
+            if provider is None:
+                known = ", ".join(str(p.get("name")) for p in self.providers())
+                results.append(ItemResult.rejected(
+                    order.order_number, f"The Iconic has no shipping provider '{fulfilment.carrier}'; map this carrier "
+                                        f"in the account's carrier map to one of: {known}", field="carrier"))
+            else:
+                results.append(self._write_back(order, fulfilment, provider, items[str(order.channel_order_id)]))
+        return results
+
+    def _write_back(self, order: Order, fulfilment: Fulfilment, provider: str, items: dict[int, dict[str, Any]]) -> ItemResult:
+        """``items`` is updated in place, so a second shipment of the same order in the batch sees the first."""
         key = order.order_number
-        provider = mapping.provider_name(fulfilment.carrier, self.providers())
-        if provider is None:
-            known = ", ".join(str(p.get("name")) for p in self.providers())
-            return ItemResult.rejected(key, f"The Iconic has no shipping provider '{fulfilment.carrier}'; map this "
-                                            f"carrier in the account's carrier map to one of: {known}", field="carrier")
-        items = self._order_items(order)
         try:
             ids = _fulfilment_item_ids(order, fulfilment, items)
-        except RejectedItem as error:
-            return ItemResult.rejected(key, str(error), field=error.field)
-        try:
             packed = self._ready_to_ship(ids, items, provider, fulfilment.tracking_number)
             shipped = self._shipped(ids, items)
-        except RejectedItem as error:
-            return ItemResult.rejected(key, str(error), field=error.field)
+        except (AuthError, RateLimited):
+            raise
+        except ChannelError as error:  # this shipment only: the batch's others still go out
+            return ItemResult.rejected(key, str(error), field=getattr(error, "field", None),
+                                       retryable=isinstance(error, TransientError))
         note = f"{packed} item(s) set ready to ship, {shipped} shipped" if packed or shipped else "already written back"
         return ItemResult.success(key, external_id=fulfilment.tracking_number, message=note)
 
@@ -461,8 +493,15 @@ class IconicChannel(Channel):
         return ItemResult.success(key, message=f"{len(open_ids)} item(s) cancelled")
 
     def _order_items(self, order: Order) -> dict[int, dict[str, Any]]:
-        items = self.client.paged("/v2/order-items", [("orderIds[]", order.channel_order_id)])
-        return {int(item["id"]): item for item in items}
+        return self._items_by_order([order.channel_order_id])[str(order.channel_order_id)]
+
+    def _items_by_order(self, order_ids: list[str]) -> defaultdict[str, dict[int, dict[str, Any]]]:
+        """Order items by order id (as a string) and item id: one paged read per 100 orders."""
+        found: defaultdict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+        for chunk in _chunks(list(dict.fromkeys(str(i) for i in order_ids)), ORDER_IDS_PER_CALL):
+            for item in self.client.paged("/v2/order-items", [("orderIds[]", i) for i in chunk]):
+                found[str(item.get("orderId"))][int(item["id"])] = item
+        return found
 
     def _ready_to_ship(self, ids: list[int], items: dict[int, dict[str, Any]], provider: str, tracking: str) -> int:
         pending = [i for i in ids if items[i].get("status") == "pending"]

@@ -850,10 +850,13 @@ def _order_routes(app: Flask, state: IconicState) -> None:
     def order_items() -> Any:
         rows = list(state.items.values())
         item_ids, order_ids = set(_ints("orderItemIds")), set(_ints("orderIds"))
+        numbers = set(request.args.getlist("orderNumbers[]") or request.args.getlist("orderNumbers"))
         if item_ids:
             rows = [i for i in rows if i["id"] in item_ids]
         if order_ids:
             rows = [i for i in rows if i["orderId"] in order_ids]
+        if numbers:  # filters combine (AND), as on GET /v2/orders
+            rows = [i for i in rows if state.orders[i["orderId"]]["number"] in numbers]
         if request.args.get("status"):
             rows = [i for i in rows if i["status"] == request.args["status"]]
         page = _page(_sorted_by(rows, "item"), required=True)

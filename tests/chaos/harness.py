@@ -704,7 +704,7 @@ class World:
                                  {"application_id": iconic.DEFAULT_APPLICATION_ID,
                                   "application_secret": iconic.DEFAULT_APPLICATION_SECRET,
                                   "webhook_secret": self.webhook_secrets[name]},
-                                 {"delivery_type": "dropship"}, schedules or SCHEDULES)
+                                 {"delivery_type": "dropship", "requests_per_second": PACE}, schedules or SCHEDULES)
                 # Hub-level settings (oversell_policy...) live beside the channel's; its schema drops them.
                 market.settings = {**market.settings, **(settings or {})}
                 market.label_id = label.id

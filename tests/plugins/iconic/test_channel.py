@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from hub.channel import WebhookRequest
-from hub.errors import AuthError, TransientError, ValidationError
+from hub.errors import AuthError, RejectedItem, TransientError, ValidationError
 from hub.records import Fulfilment, FulfilmentLine, Listing, validate_record
 from plugins.iconic.channel import LEGACY_WEBHOOK_SECRET, IconicChannel
 from tests.plugins.iconic.conftest import WEBHOOK_SECRET, calls, dress, place_order
@@ -294,6 +294,81 @@ def test_item_ids_of_another_order_are_refused_before_sending(channel, sandbox, 
     assert status_calls(sandbox) == 0
 
 
+def _one_unit_orders(channel: Any, sandbox: Any, control: Any, sku: str, count: int) -> list[Any]:
+    product(sandbox, sku)["quantity"] = 1000
+    for _ in range(count):
+        place_order(control, (sku, 1))
+    return sorted(channel.pull_orders(None), key=lambda order: int(order.channel_order_id))
+
+
+@pytest.mark.parametrize("count", [1, 7, 100])
+def test_a_batch_of_n_shipments_of_n_orders_takes_2n_plus_1_requests(channel, sandbox, control, listed, count):
+    orders = _one_unit_orders(channel, sandbox, control, listed[0].sku, count)
+    channel.providers()  # read once per channel instance (run), not per batch
+    sandbox.reset_counts()
+
+    pairs = [(order, Fulfilment(order.order_number, "Australia Post", f"AP{order.channel_order_id}")) for order in orders]
+    results = channel.send_fulfilments(pairs)
+
+    assert [r.key for r in results] == [order.order_number for order in orders] and all(r.ok for r in results)
+    assert calls(sandbox) == 2 * count + 1  # one order-items read for the batch; the writes are per order (422 otherwise)
+    assert calls(sandbox, "GET", "/v2/order-items") == 1
+    assert all(item["status"] == "shipped" for order in orders for item in items_of_order(sandbox, int(order.channel_order_id)))
+
+
+def test_one_shipment_sent_alone_takes_3_requests(channel, sandbox, control, listed):
+    [order] = _one_unit_orders(channel, sandbox, control, listed[0].sku, 1)
+    channel.providers()
+    sandbox.reset_counts()
+    assert channel.send_fulfilment(order, Fulfilment(order.order_number, "Aramex", "AR1")).ok
+    assert calls(sandbox) == 3
+
+
+def test_a_refused_shipment_in_a_batch_leaves_the_others_to_go_out(channel, sandbox, control, listed):
+    first, second, third, fourth = _one_unit_orders(channel, sandbox, control, listed[0].sku, 4)
+    sandbox.reset_counts()
+    results = channel.send_fulfilments([
+        (first, Fulfilment(first.order_number, "Aramex", "AR-1")),
+        (second, Fulfilment(second.order_number, "Pigeon Post", "PP-2")),  # no such provider
+        (third, Fulfilment(third.order_number, "Aramex", "AR-1")),  # tracking used by another order
+        (fourth, Fulfilment(fourth.order_number, "Aramex", "AR-4")),
+    ])
+    assert [r.ok for r in results] == [True, False, False, True]
+    assert results[1].field == "carrier" and "already used" in results[2].message
+    assert calls(sandbox, "GET", "/v2/order-items") == 1  # the refused provider's order is not even read
+    shipped = {order.order_number: [i["status"] for i in items_of_order(sandbox, int(order.channel_order_id))]
+               for order in (first, second, third, fourth)}
+    assert shipped == {first.order_number: ["shipped"], second.order_number: ["pending"],
+                       third.order_number: ["pending"], fourth.order_number: ["shipped"]}
+
+
+def test_two_shipments_of_one_order_in_a_batch_share_its_items(channel, sandbox, control, listed):
+    placed = place_order(control, (listed[0].sku, 2))
+    [order] = list(channel.pull_orders(None))
+    one, two = (Fulfilment(order.order_number, "StarTrack", tracking, lines=[FulfilmentLine(listed[0].sku, 1)])
+                for tracking in ("ST1", "ST2"))
+    assert all(r.ok for r in channel.send_fulfilments([(order, one), (order, two)]))
+    assert sorted(i["shipment"]["trackingCode"] for i in items_of_order(sandbox, placed["id"])) == ["ST1", "ST2"]
+
+
+def test_a_status_write_mixing_two_orders_is_a_422_refusal(channel, control, listed):
+    ids = [place_order(control, (listed[0].sku, 1))["orderItemIds"][0],
+           place_order(control, (listed[1].sku, 1))["orderItemIds"][0]]
+    with pytest.raises(RejectedItem) as raised:
+        channel.client.post("/v2/orders/statuses/set-to-ready-to-ship", {
+            "orderItems": [{"id": i} for i in ids], "deliveryType": "dropship", "shippingProvider": "Aramex",
+            "trackingNumber": "MIX1"})
+    assert raised.value.status == 422 and "same order" in str(raised.value)
+
+
+def test_the_politeness_rate_is_an_account_setting():
+    assert IconicChannel.validate_settings({})["requests_per_second"] == 25
+    assert IconicChannel.validate_settings({"requests_per_second": 60})["requests_per_second"] == 60
+    for wrong in (0, 0.5, 101):
+        with pytest.raises(ValidationError):
+            IconicChannel.validate_settings({"requests_per_second": wrong})
+
+
 def test_cancel_with_a_failure_reason(channel, sandbox, control, listed):
     placed = place_order(control, (listed[0].sku, 2))
     [order] = list(channel.pull_orders(None))
@@ -351,7 +426,7 @@ def test_orders_and_items_are_paged_and_deduplicated(channel, sandbox, control, 
     orders = list(channel.pull_orders(None))
     assert len(orders) == len({o.channel_order_id for o in orders}) == 120
     assert calls(sandbox, "GET", "/v2/orders") == 2
-    assert calls(sandbox, "GET", "/v2/order-items") == 3  # 50 order ids per lookup
+    assert calls(sandbox, "GET", "/v2/order-items") == 2  # 100 order ids per lookup
 
 
 def test_embedded_items_need_no_second_call(channel, sandbox, control, listed):

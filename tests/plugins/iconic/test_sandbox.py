@@ -91,6 +91,37 @@ def test_the_status_machine_refuses_skipped_steps_and_ships_stock_out(world):
     assert rejected.status_code == 200 and app.state.items[ids[0]]["status"] == "return_rejected"
 
 
+def test_order_items_filter_by_order_ids_and_numbers(world):
+    _, client, _ = world
+    _listed(client, quantity=10)
+    first, second, third = _order(client), _order(client, quantity=1), _order(client)
+
+    def item_ids(params: list[tuple[str, Any]]) -> list[int]:
+        answer = client.get("/v2/order-items", params=[*params, ("limit", 100), ("offset", 0)])
+        assert answer.status_code == 200, answer.text
+        return sorted(item["id"] for item in answer.json()["items"])
+
+    assert item_ids([("orderIds[]", first["id"]), ("orderIds[]", third["id"])]) == sorted(
+        first["orderItemIds"] + third["orderItemIds"])
+    assert item_ids([("orderNumbers[]", second["number"])]) == second["orderItemIds"]
+    assert item_ids([("orderNumbers[]", second["number"]), ("orderIds[]", first["id"])]) == []  # filters combine
+    assert item_ids([("orderNumbers[]", "no-such-order")]) == []
+
+
+@pytest.mark.parametrize("action", ["set-to-ready-to-ship", "set-to-shipped"])
+def test_a_status_write_mixing_two_orders_is_refused_with_422(world, action):
+    app, client, _ = world
+    _listed(client)
+    ids = [_order(client, quantity=1)["orderItemIds"][0], _order(client, quantity=1)["orderItemIds"][0]]
+    body: dict[str, Any] = {"orderItemIds": ids}
+    if action == "set-to-ready-to-ship":
+        body = {"orderItems": [{"id": i} for i in ids], "deliveryType": "dropship", "shippingProvider": "Aramex",
+                "trackingNumber": "T1"}
+    answer = client.post(f"/v2/orders/statuses/{action}", json=body)
+    assert answer.status_code == 422 and "same order" in answer.json()["detail"]
+    assert {app.state.items[i]["status"] for i in ids} == {"pending"}
+
+
 def test_cancelling_needs_a_known_reason(world):
     _, client, _ = world
     _listed(client)
