@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from hub import defaults
@@ -53,6 +53,9 @@ ITEM_OUTCOMES = ("ok", "rejected", "skipped", "failed")
 PROBLEM_OUTCOMES = ("rejected", "failed")
 TERMINAL = (RunStatus.OK, RunStatus.PARTIAL, RunStatus.FAILED)
 PENDING = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.DEFERRED)
+WEBHOOK = "webhook"  # the trigger of runs an inbound webhook queued
+# Flows whose webhook runs merge into one waiting run per account (see ``_coalesce``).
+COALESCED_FLOWS = ("orders",)
 
 
 # -- the flow registry -------------------------------------------------------
@@ -179,7 +182,7 @@ class RunRecorder:
         self.counts: dict[str, int] = {}
         self.done = 0
         self.total: int | None = None
-        self._items: list[SyncRunItem] = []
+        self._items: list[dict[str, Any]] = []  # SyncRunItem rows, inserted by one executemany per flush
         self._api_calls = 0
         self._last_flush = 0.0
         self._guard = threading.Lock()  # a flow may fan out over threads
@@ -189,7 +192,7 @@ class RunRecorder:
             raise ValueError(f"item outcome must be one of {', '.join(ITEM_OUTCOMES)}, not {outcome!r}")
         with self._guard:
             self._items.append(
-                SyncRunItem(run_id=self.run_id, key=str(key)[:200], outcome=outcome, field=field, message=message)
+                {"run_id": self.run_id, "key": str(key)[:200], "outcome": outcome, "field": field, "message": message}
             )
             self.counts[outcome] = self.counts.get(outcome, 0) + 1
             full = len(self._items) >= defaults.ITEM_FLUSH_BATCH
@@ -222,14 +225,17 @@ class RunRecorder:
             counts, done, total = dict(self.counts), self.done, self.total
             self._last_flush = time.monotonic()
         with self.db.session() as session:
-            run = session.get(SyncRun, self.run_id)
-            if run is None:
-                return
-            session.add_all(items)
-            run.counts = counts
-            run.api_calls = (run.api_calls or 0) + api_calls
-            run.progress_done = done
-            run.progress_total = total
+            # Core, not ORM objects: a run of 100k SKUs spent more time in the unit of work than in the flow.
+            written = session.execute(
+                update(SyncRun).where(SyncRun.id == self.run_id)
+                .values(counts=counts, api_calls=func.coalesce(SyncRun.api_calls, 0) + api_calls,
+                        progress_done=done, progress_total=total)
+                .execution_options(synchronize_session=False)
+            )
+            if written.rowcount == 0:
+                return  # the run is gone
+            if items:
+                session.execute(insert(SyncRunItem.__table__), items)
         if self.on_progress is not None:
             try:
                 self.on_progress(done, total)
@@ -306,6 +312,36 @@ def create_run(
     params: Mapping[str, Any] | None = None,
 ) -> int:
     """Insert the run row, status queued, and return its id; ``job_id`` names the executor's job."""
+    return open_run(db, account_id, flow, trigger=trigger, job_id=job_id, params=params)[0]
+
+
+def open_run(
+    db: Database,
+    account_id: int,
+    flow: str,
+    *,
+    trigger: str = "manual",
+    job_id: Callable[[int], str] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> tuple[int, bool]:
+    """``create_run`` for executors: (run id, True) for a new run they must queue, or (id, False)
+    when a webhook-triggered orders run joined the account's webhook run still waiting to start."""
+    if trigger == WEBHOOK and flow in COALESCED_FLOWS:
+        joined = _coalesce(db, account_id, flow, dict(params or {}))
+        if joined is not None:
+            return joined, False
+    return _insert_run(db, account_id, flow, trigger=trigger, job_id=job_id, params=params), True
+
+
+def _insert_run(
+    db: Database,
+    account_id: int,
+    flow: str,
+    *,
+    trigger: str,
+    job_id: Callable[[int], str] | None,
+    params: Mapping[str, Any] | None,
+) -> int:
     with db.session() as session:
         account = session.get(ChannelAccount, account_id)
         if account is None:
@@ -324,6 +360,51 @@ def create_run(
         if job_id is not None:
             run.job_id = job_id(run.id)
         return run.id
+
+
+def _coalesce(db: Database, account_id: int, flow: str, params: dict[str, Any]) -> int | None:
+    """Merge ``params["order_ids"]`` into the account's newest webhook run that has not started.
+
+    The candidate row is locked first with an UPDATE whose WHERE repeats the "not started" test
+    (PostgreSQL re-checks it after waiting for the row; SQLite takes its write lock), and ``_start``
+    marks a run running with an UPDATE before it reads the params: so either the merge lands before
+    the run reads its params, or the run has started and the merge finds nothing and a new run is
+    written. Two webhooks merging at once take turns on the row lock; neither loses its ids.
+    """
+    ids = [str(order_id) for order_id in params.get("order_ids") or []]
+    if not ids:
+        return None  # an untargeted webhook run (a full pull) is its own run
+    waiting = (SyncRun.account_id == account_id, SyncRun.flow == flow, SyncRun.trigger == WEBHOOK,
+               SyncRun.status.in_((RunStatus.QUEUED, RunStatus.DEFERRED)), SyncRun.started_at.is_(None))
+    with db.session() as session:
+        run_id = session.scalar(select(SyncRun.id).where(*waiting).order_by(SyncRun.id.desc()).limit(1))
+        if run_id is None:
+            return None
+        held = session.execute(update(SyncRun).where(SyncRun.id == run_id, *waiting).values(id=SyncRun.id)
+                               .execution_options(synchronize_session=False))
+        if held.rowcount != 1:
+            return None  # started (or finished) since we looked: this webhook gets a run of its own
+        stored = dict(session.scalar(select(SyncRun.params).where(SyncRun.id == run_id)) or {})
+        merged = list(dict.fromkeys([*(str(i) for i in stored.get("order_ids") or []), *ids]))
+        if (not stored.get("order_ids") or _other_params(stored) != _other_params(params)
+                or len(merged) > defaults.WEBHOOK_COALESCE_MAX_IDS):
+            return None
+        session.execute(update(SyncRun).where(SyncRun.id == run_id).values(params={**stored, "order_ids": merged})
+                        .execution_options(synchronize_session=False))
+    log.info("webhook order(s) %s joined waiting run %s", ", ".join(ids), run_id)
+    return run_id
+
+
+def _other_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in params.items() if key != "order_ids"}
+
+
+def _effective_params(stored: Mapping[str, Any], given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The params a run executes with: the executor's copy, plus order ids webhooks merged into the row."""
+    chosen = dict(given) if given is not None else dict(stored)
+    if given is not None and stored.get("order_ids"):
+        chosen["order_ids"] = list(dict.fromkeys([*(given.get("order_ids") or []), *stored["order_ids"]]))
+    return chosen
 
 
 def fail_run(db: Database, run_id: int, message: str) -> None:
@@ -382,6 +463,8 @@ def execute_run(
     if view is None:
         log.warning("run %s does not exist; dropping its job", run_id)
         return Outcome(Verdict.SKIP)
+    if view.trigger == WEBHOOK:
+        busy = min(busy, defaults.WEBHOOK_BUSY_DELAY)  # someone waits for this one order
     if view.status in TERMINAL:
         # RQ may deliver a job again after a worker crash; a finished run stays finished.
         log.info("run %s is already %s; not running it again", run_id, view.status.value)
@@ -394,8 +477,7 @@ def execute_run(
     if not lock.acquire():
         return _defer(db, view, busy, "waiting: this flow is already running for this account")
     try:
-        chosen = dict(params) if params is not None else dict(view.params)
-        return _run_locked(db, view, spec, retries_left, busy, chosen, on_progress)
+        return _run_locked(db, view, spec, retries_left, busy, params, on_progress)
     finally:
         lock.release()
 
@@ -406,10 +488,10 @@ def _run_locked(
     spec: FlowSpec,
     retries_left: int,
     busy: float,
-    params: dict[str, Any],
+    given: Mapping[str, Any] | None,
     on_progress: ProgressSink | None,
 ) -> Outcome:
-    _start(db, view.id)
+    params = _effective_params(_start(db, view.id), given)
     recorder = RunRecorder(db, view.id, on_progress)
     ctx = FlowContext(
         db=db,
@@ -469,21 +551,22 @@ def _load(db: Database, run_id: int) -> _RunView | None:
         )
 
 
-def _start(db: Database, run_id: int) -> None:
-    # Counts and items describe the latest attempt: a retried flow starts over (bindings make that
-    # safe), so the earlier attempt's items would only double-count. API calls accumulate: they were
-    # real calls against the channel's rate budget.
+def _start(db: Database, run_id: int) -> dict[str, Any]:
+    """Mark the run running and return its stored params.
+
+    Counts and items describe the latest attempt: a retried flow starts over (bindings make that
+    safe), so the earlier attempt's items would only double-count. API calls accumulate: they were
+    real calls against the channel's rate budget. The status is written (locking the row) *before*
+    the params are read, so a webhook merging order ids into this run (``_coalesce``) either lands
+    first and is read here, or sees the run started and queues a run of its own.
+    """
     with db.session() as session:
+        session.execute(update(SyncRun).where(SyncRun.id == run_id).values(
+            status=RunStatus.RUNNING, started_at=utcnow(), finished_at=None, error=None, counts={},
+            progress_done=0, progress_total=None).execution_options(synchronize_session=False))
         session.execute(delete(SyncRunItem).where(SyncRunItem.run_id == run_id))
-        run = session.get(SyncRun, run_id)
-        assert run is not None
-        run.status = RunStatus.RUNNING
-        run.started_at = utcnow()
-        run.finished_at = None
-        run.error = None
-        run.counts = {}
-        run.progress_done = 0
-        run.progress_total = None
+        stored = session.scalar(select(SyncRun.params).where(SyncRun.id == run_id))
+        return dict(stored or {})
 
 
 def _finish(db: Database, run_id: int, status: RunStatus, *, error: str | None) -> None:

@@ -9,6 +9,7 @@ naming the bad field (``lines.0.quantity: Must be greater than or equal to 1.``)
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -396,8 +397,112 @@ def dump(record: Any) -> dict[str, Any]:
 
 
 def validate_record(record: Any) -> None:
-    """Check a record built in code (e.g. by a mapping) by round-tripping it through its schema."""
+    """Check a record built in code (e.g. by a mapping) by round-tripping it through its schema.
+
+    A record whose every value already has its field's exact type and passes the field's validators
+    is what the round trip accepts, so it is checked in place (the round trip was ~15 % of a
+    catalogue import's CPU); anything else takes the round trip, which gives the error message.
+    """
+    check = _fast_checks.get(type(record), _UNBUILT)
+    if check is _UNBUILT:
+        check = _fast_checks[type(record)] = _record_check(SCHEMAS[type(record)])
+    if check is not None and check(record):
+        return
     load(type(record), dump(record))
+
+
+# -- the in-place check, derived from the schema's own fields and validators ---------------------------
+
+Check = Callable[[Any], bool]
+_UNBUILT: Any = object()
+_fast_checks: dict[type, Check | None] = {}
+
+
+def _record_check(schema_class: type[RecordSchema]) -> Check | None:
+    """A check that is True only for records the schema round trip accepts; None if it cannot be sure."""
+    schema = _schema(schema_class.record_class)
+    hooks = {tag: names for tag, names in schema._hooks.items() if names}
+    if any(tag != "post_load" for tag in hooks) or [name for name, *_ in hooks.get("post_load", [])] != ["make_record"]:
+        return None  # a hook could refuse what the fields accept
+    checks: list[tuple[str, Check]] = []
+    for name, schema_field in schema.fields.items():
+        if schema_field.attribute or schema_field.data_key or schema_field.load_only or schema_field.dump_only:
+            return None
+        check = _field_check(schema_field)
+        if check is None:
+            return None
+        checks.append((name, check))
+
+    def record_ok(record: Any) -> bool:
+        try:
+            return all(check(getattr(record, name)) for name, check in checks)
+        except Exception:  # noqa: BLE001  (whatever the check trips on, the round trip decides and words the error)
+            return False
+
+    return record_ok
+
+
+def _field_check(schema_field: fields.Field) -> Check | None:
+    kind = type(schema_field)
+    value_ok: Check
+    if kind is fields.String:
+        value_ok = lambda value: type(value) is str
+    elif kind is fields.Integer:
+        value_ok = lambda value: type(value) is int
+    elif kind is fields.Boolean:
+        value_ok = lambda value: type(value) is bool
+    elif kind is fields.Raw:
+        value_ok = lambda value: True
+    elif kind is fields.Decimal and not schema_field.allow_nan:
+        value_ok = _decimal_check(schema_field)
+    elif kind is fields.List:
+        inner = _field_check(schema_field.inner)
+        if inner is None:
+            return None
+        value_ok = lambda value: type(value) is list and all(inner(item) for item in value)
+    elif kind is fields.Dict:
+        keys = _field_check(schema_field.key_field) if schema_field.key_field is not None else lambda key: True
+        if keys is None or not (schema_field.value_field is None or type(schema_field.value_field) is fields.Raw):
+            return None
+        value_ok = lambda value: type(value) is dict and all(keys(key) for key in value)
+    elif kind is fields.Nested and not schema_field.many and isinstance(schema_field.nested, type):
+        record_class = getattr(schema_field.nested, "record_class", None)
+        nested = _record_check(schema_field.nested) if SCHEMAS.get(record_class) is schema_field.nested else None
+        if nested is None:
+            return None
+        value_ok = lambda value: type(value) is record_class and nested(value)
+    else:
+        return None
+    validators = list(schema_field.validators)
+    allow_none = schema_field.allow_none
+    if kind is fields.Decimal:
+        return lambda value: (value is None and allow_none) or (value is not None and value_ok(value))
+
+    def ok(value: Any) -> bool:
+        if value is None:
+            return allow_none
+        if not value_ok(value):
+            return False
+        for validator in validators:
+            validator(value)  # raises marshmallow.ValidationError: caught by the record check
+        return True
+
+    return ok
+
+
+def _decimal_check(schema_field: fields.Decimal) -> Check:
+    places, rounding, validators = schema_field.places, schema_field.rounding, list(schema_field.validators)
+
+    def ok(value: Any) -> bool:
+        if type(value) is not Decimal or not value.is_finite():
+            return False
+        # The validators see the number as loaded: quantized to the field's places.
+        number = value.quantize(places, rounding=rounding) if places is not None else value
+        for validator in validators:
+            validator(number)
+        return True
+
+    return ok
 
 
 def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:

@@ -302,3 +302,58 @@ def test_an_enumeration_failing_mid_way_writes_nothing(flowhub, monkeypatch):
     with flowhub.db.session() as session:
         assert session.scalars(select(Product).where(Product.organisation_id == flowhub.organisation_id)).all() == []
         assert cursors.read(session, source_id, catalog.STREAM) is None
+
+
+# -- the Core write pass ----------------------------------------------------------------------------
+
+
+def test_a_re_import_says_created_updated_and_unchanged_and_moves_a_variant(flowhub, monkeypatch):
+    monkeypatch.setattr(catalog, "CHUNK", 2)  # a move across chunks, and products over several chunks
+    source_id, shop = flowhub.source(products=[
+        product("A", variant("A-1"), variant("A-2", {"SYD": 1, "MEL": 1})),
+        product("B", variant("B-1")),
+        product("C", variant("C-1")),
+    ])
+    first = flowhub.run(source_id, "catalog")
+    assert first.outcomes() == {"A-1": "ok", "A-2": "ok", "B-1": "ok", "C-1": "ok"}
+    assert {item.message for item in first.items} == {"new"}
+    before = flowhub.variant("B-1").updated_at
+
+    shop.products[0].variants[0].colour = "Red"  # a field
+    shop.products[0].variants[1].stock = [StockLevel("SYD", available=1)]  # MEL gone
+    shop.products[2].variants.append(shop.products[0].variants.pop(0))  # A-1 moves to C
+    shop.products[2].variants.append(variant("C-2"))
+    second = flowhub.run(source_id, "catalog", full=True)
+
+    assert {i.key: i.message for i in second.items} == {"A-2": "updated", "A-1": "moved to product C", "C-2": "new"}
+    data = flowhub.events("catalog.imported")[-1].data
+    assert (data["variants"], data["created"], data["updated"]) == (5, 1, 2)
+    moved = flowhub.variant("A-1")
+    assert moved.product.parent_sku == "C" and moved.colour == "Red" and moved.active is True
+    assert [(level.location, level.available) for level in flowhub.variant("A-2").stock_levels] == [("SYD", 1)]
+    assert flowhub.variant("B-1").updated_at == before  # unchanged: not written
+
+    third = flowhub.run(source_id, "catalog", full=True)
+    assert third.items == []
+    assert flowhub.events("catalog.imported")[-1].data["created"] == 0
+
+
+def test_records_the_schema_refuses_are_still_refused_with_the_field_named(flowhub):
+    source_id, _ = flowhub.source(products=[
+        product("OK", variant("OK-1")),
+        product("NAN", variant("NAN-1", price_retail=Decimal("NaN"))),
+        product("LOC", variant("LOC-1", [StockLevel("", available=1)])),
+        product("BAR", variant("BAR-1", barcode="9" * 65)),
+        product("", variant("NOPARENT-1")),
+        product("TAGS", variant("TAGS-1"), tags=[None]),
+    ])
+
+    report = flowhub.run(source_id, "catalog")
+
+    assert report.item("OK-1").outcome == "ok"
+    assert report.item("NAN-1").field == "price_retail" and "not permitted" in report.item("NAN-1").message
+    assert report.item("LOC-1").field == "stock.0.location"
+    assert report.item("BAR-1").field == "barcode"
+    assert report.item("Product ").field == "parent_sku"  # no parent SKU: keyed by its title
+    assert report.item("TAGS").outcome == "rejected" and report.item("TAGS").field == "tags.0"
+    assert flowhub.events("catalog.imported")[-1].data["variants"] == 1
