@@ -54,6 +54,17 @@ QUEUE_PREFIX = "channelhub"
 # A job whose (account, flow) is running elsewhere waits this long and tries again: short, because
 # the running flow may end any moment, and the busy check costs one Redis round trip.
 LOCK_BUSY_DELAY = 5.0
+# A webhook-triggered run that finds its flow busy tries again this soon: it is someone waiting for
+# one order (placement -> destination p95 <= 2 s), and coalescing keeps it to one such run per
+# account and flow, so the short poll costs little.
+WEBHOOK_BUSY_DELAY = 0.5
+# A webhook-triggered orders run still waiting (queued or deferred, never started) takes the order ids
+# of later webhooks instead of a run each; past this many ids a new run starts (one pull stays small).
+WEBHOOK_COALESCE_MAX_IDS = 100
+# RQ schedules deferrals in whole seconds (and its scheduler polls once a second), so a deferral
+# shorter than a second is waited out inside the work horse instead, for at most this long in all,
+# before it falls back to RQ's scheduler.
+FLEET_INLINE_DEFER_SECONDS = 2.0
 # Deferrals (rate limits, busy locks) RQ grants one job before failing it; they spend no retry.
 # 1000 x 5 s covers a lock held for the whole LOCK_TIMEOUT several times over.
 JOB_MAX_DEFERRALS = 1000

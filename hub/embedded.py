@@ -23,7 +23,7 @@ from typing import Any
 
 from hub import defaults
 from hub.db import Database
-from hub.jobs import Outcome, Verdict, clear_enqueuer, create_run, execute_run, lane_for, set_enqueuer
+from hub.jobs import Outcome, Verdict, clear_enqueuer, execute_run, lane_for, open_run, set_enqueuer
 from hub.locks import LocalLocks
 from hub.models import ChannelAccount
 from hub.scheduling import enqueue_due, next_due, promote_accounts, run_tick_hooks
@@ -80,8 +80,9 @@ class EmbeddedRuntime:
         delay: float = 0,
     ) -> int:
         lane_for(flow)  # refuse an unknown flow before writing a run for it
-        run_id = create_run(self.db, account_id, flow, trigger=trigger, params=params)
-        self._push(_Task(0.0, 0, run_id, dict(params or {})), delay)
+        run_id, new = open_run(self.db, account_id, flow, trigger=trigger, params=params)
+        if new:  # else a webhook's order ids joined a run already on the heap
+            self._push(_Task(0.0, 0, run_id, dict(params or {})), delay)
         return run_id
 
     def enqueue_due(self, now: datetime | None = None) -> list[int]:

@@ -627,3 +627,48 @@ def test_every_other_marketplace_hears_of_the_sale_at_once(ordershub: OrdersHub)
     [stock_run] = [run for run in ordershub.runs("stock") if run.account_id == catch]
     assert stock_run.trigger == "event"
     assert scene.market.calls["push_listings"] == 0  # the marketplace that sold it already knows
+
+
+def test_routing_takes_each_batch_through_every_target_before_the_next(ordershub: OrdersHub, pushes: list,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    scene = ordershub.scene(fulfilment=True, destination_plugin="memory_full")
+    ordershub.seed("TEE-1", stock=30)
+    numbers = [str(1000 + n) for n in range(23)]
+    for number in numbers:
+        ordershub.place(scene.market, number, {"TEE-1": 1})
+    calls: list[tuple[str, int, int]] = []  # (target kind, orders in the call, orders already routed)
+    original = orders_flow.route_batch
+
+    def watch(ctx, account_id, target, order_ids, *args):  # type: ignore[no-untyped-def]
+        routed = sum(order.status is OrderStatus.ROUTED for order in ordershub.orders(scene.marketplace))
+        calls.append((target.kind, len(order_ids), routed))
+        return original(ctx, account_id, target, order_ids, *args)
+
+    monkeypatch.setattr(orders_flow, "route_batch", watch)
+
+    report = ordershub.run(scene.marketplace, "orders")
+
+    to_destination = [(size, routed) for kind, size, routed in calls if kind == bindings.DESTINATION_ORDER]
+    assert to_destination == [(10, 0), (10, 10), (3, 20)]  # the first ten were routed before the next ten went out
+    assert [kind for kind, _, _ in calls[:11]] == [bindings.DESTINATION_ORDER] + [bindings.FULFILMENT_ORDER] * 10
+    assert scene.dest.batch_sizes == [10, 10, 3] and scene.ship.calls["create_order"] == 23  # no extra calls
+    assert report.counts == {"ok": 46}
+    assert {order.status for order in ordershub.orders(scene.marketplace)} == {OrderStatus.ROUTED}
+
+
+def test_a_webhook_run_routes_just_the_orders_it_pulled(ordershub: OrdersHub, pushes: list) -> None:
+    scene = ordershub.scene(destination_plugin="memory_full")
+    ordershub.seed("TEE-1")
+    ordershub.place(scene.market, "1001", {"TEE-1": 1})
+    scene.dest.fail_with = TransientError("Shopify is down")
+    ordershub.run(scene.marketplace, "orders")
+    scene.dest.fail_with = None
+    calls_before = dict(scene.dest.calls)
+    ordershub.place(scene.market, "1002", {"TEE-1": 1})
+
+    report = ordershub.run(scene.marketplace, "orders", order_ids=["C1002"])
+
+    assert [(i.key, i.message) for i in report.items] == [("1002", "imported"), ("1002", "routed to Shopify")]
+    assert ordershub.the_order(scene.marketplace, "1001").status is OrderStatus.IMPORTED  # left to the scheduled run
+    assert scene.dest.calls.get("pull_cancellations", 0) == calls_before.get("pull_cancellations", 0)
+    assert ordershub.run(scene.marketplace, "orders").item("1001").message == "routed to Shopify"

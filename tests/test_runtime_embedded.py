@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 import tests.runtime_flows  # noqa: F401 - registers the rt-* flows
-from hub import defaults, scheduling
+from hub import defaults, jobs, scheduling
 from hub.db import Database
 from hub.embedded import EmbeddedRuntime
 from hub.errors import NotFound
+from hub.jobs import FlowContext, Verdict, create_run, execute_run, register_flow
+from hub.locks import LocalLocks
 from hub.models import AccountStatus, RunStatus, SyncRun
 from hub.runtime import Runtime, make_runtime
-from tests.runtime_fixtures import (  # noqa: F401 - sqlite_db is a fixture
+from tests.runtime_fixtures import (  # noqa: F401 - sqlite_db, pg_db, pg_url are fixtures
     add_run,
     get_run,
     make_account,
     overlaps,
+    pg_db,
+    pg_url,
     read_intervals,
     run_events,
     run_items,
@@ -266,3 +272,85 @@ def test_the_tick_promotes_accounts_whose_testing_period_ended(sqlite_db: Databa
     with sqlite_db.session() as session:
         assert session.get(ChannelAccount, due).status is AccountStatus.LIVE  # type: ignore[union-attr]
         assert session.get(ChannelAccount, young).status is AccountStatus.TESTING  # type: ignore[union-attr]
+
+
+# -- webhook runs: coalesced, and a short busy delay ------------------------------------------------
+
+
+def _ids(ctx: FlowContext) -> None:
+    """Records each order id of its params, after ``params["sleep"]`` seconds."""
+    time.sleep(float(ctx.params.get("sleep", 0)))
+    for order_id in ctx.params.get("order_ids", []):
+        ctx.item(order_id, "ok")
+
+
+register_flow("rt-ids", _ids, lane="orders")
+
+
+@pytest.fixture
+def coalesced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "COALESCED_FLOWS", ("rt-ids",))
+
+
+def test_webhook_runs_of_an_account_join_the_one_still_waiting(sqlite_db: Database, coalesced: None) -> None:
+    rt = EmbeddedRuntime(sqlite_db, workers=1)
+    account, other = make_account(sqlite_db), make_account(sqlite_db)
+    first = rt.enqueue(account, "rt-ids", trigger="webhook", params={"order_ids": ["A"]})
+    assert rt.enqueue(account, "rt-ids", trigger="webhook", params={"order_ids": ["B", "A"]}) == first
+    separate = [
+        rt.enqueue(other, "rt-ids", trigger="webhook", params={"order_ids": ["C"]}),  # another account
+        rt.enqueue(account, "rt-ids", params={"order_ids": ["D"]}),  # not a webhook
+        rt.enqueue(account, "rt-ids", trigger="webhook", params={"order_ids": ["E"], "sleep": 0.01}),  # other params
+    ]
+    assert len({first, *separate}) == 4 and rt.pending == 4  # the joined webhook queued nothing
+    assert get_run(sqlite_db, first).params == {"order_ids": ["A", "B"]}
+    rt.start(ticker=False)
+    try:
+        assert rt.wait_idle(10)
+        assert run_items(sqlite_db, first) == [("A", "ok"), ("B", "ok")]  # the job ran what was merged
+        later = rt.enqueue(account, "rt-ids", trigger="webhook", params={"order_ids": ["F"]})
+        assert later not in (first, *separate)  # a started run takes nothing more
+        assert rt.wait_idle(10) and run_items(sqlite_db, later) == [("F", "ok")]
+    finally:
+        rt.stop()
+
+
+def test_a_webhook_run_that_finds_its_flow_busy_tries_again_soon(sqlite_db: Database, coalesced: None) -> None:
+    locks, account = LocalLocks(), make_account(sqlite_db)
+    assert locks.lock(account, "rt-ids").acquire()
+    webhook = create_run(sqlite_db, account, "rt-ids", trigger="webhook", params={"order_ids": ["A"]})
+    scheduled = create_run(sqlite_db, account, "rt-ids", trigger="schedule")
+    outcome = execute_run(sqlite_db, webhook, locks=locks, retries_left=0)
+    assert (outcome.verdict, outcome.delay) == (Verdict.DEFER, defaults.WEBHOOK_BUSY_DELAY)
+    assert execute_run(sqlite_db, scheduled, locks=locks, retries_left=0).delay == defaults.LOCK_BUSY_DELAY
+    # Deferred for a busy lock, it has not started: the next webhook still joins it.
+    assert create_run(sqlite_db, account, "rt-ids", trigger="webhook", params={"order_ids": ["B"]}) == webhook
+
+
+@pytest.mark.postgres
+def test_concurrent_webhooks_lose_no_order_id_while_runs_start(pg_db: Database, coalesced: None) -> None:
+    """Webhooks merging into a run race the workers starting it: every id runs exactly once."""
+    account = make_account(pg_db)
+    rt = EmbeddedRuntime(pg_db, workers=2, busy_delay=0.01)
+    rt.start(ticker=False)
+    ids = [f"{thread}-{n}" for thread in range(6) for n in range(15)]
+
+    def deliver(thread: int) -> None:
+        for n in range(15):
+            rt.enqueue(account, "rt-ids", trigger="webhook", params={"order_ids": [f"{thread}-{n}"], "sleep": 0.01})
+            time.sleep(0.002)
+
+    try:
+        threads = [threading.Thread(target=deliver, args=(thread,)) for thread in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert rt.wait_idle(30)
+    finally:
+        rt.stop()
+    with pg_db.session() as session:
+        runs = list(session.scalars(select(SyncRun.id).where(SyncRun.account_id == account)))
+    seen = [key for run_id in runs for key, _ in run_items(pg_db, run_id)]
+    assert sorted(seen) == sorted(ids)  # none lost, none run twice
+    assert len(runs) < len(ids)  # and they did coalesce

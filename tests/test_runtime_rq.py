@@ -19,9 +19,10 @@ from rq import Queue
 from rq.job import Job
 
 import tests.runtime_flows  # noqa: F401 - the test process enqueues rt-* flows by name
-from hub import fleet, scheduling
+from hub import fleet, jobs, scheduling
 from hub.db import Database
 from hub.fleet import FleetRuntime, job_id_for, queue_name
+from hub.locks import RedisLocks
 from hub.models import AccountStatus, RunStatus, SyncRun
 from hub.runtime import make_runtime
 from tests.runtime_fixtures import (  # noqa: F401 - pg_url, pg_db, redis_conn, prefix are fixtures
@@ -153,6 +154,40 @@ def test_delayed_enqueue_waits(runtime: FleetRuntime, pg_db: Database, workers: 
     assert run.status is RunStatus.OK
     # RQ's scheduled-job registry keeps whole seconds, so "in 2 s" may come up to a second early.
     assert run.started_at is not None and run.started_at - started >= timedelta(seconds=1)
+
+
+# -- webhook runs ------------------------------------------------------------------
+
+
+def _wait_for_status(db: Database, run_id: int, status: RunStatus, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while get_run(db, run_id).status is not status:
+        assert time.monotonic() < deadline, f"run {run_id} never became {status.value}"
+        time.sleep(0.02)
+
+
+def test_a_webhook_run_finding_its_flow_busy_starts_within_a_second_of_it_freeing(
+    runtime: FleetRuntime, pg_db: Database, redis_conn: Redis, workers: Processes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs, "COALESCED_FLOWS", ("rt-items",))
+    acct = account(pg_db)
+    busy = RedisLocks(redis_conn, runtime.prefix, timeout=30).lock(acct, "rt-items")
+    assert busy.acquire()
+    try:
+        params = {"items": [["A-1", "ok"]]}
+        run_id = runtime.enqueue(acct, "rt-items", trigger="webhook", params={**params, "order_ids": ["1"]})
+        _wait_for_status(pg_db, run_id, RunStatus.DEFERRED)
+        # Waiting for the lock, it has not started: the next webhook of the account joins it.
+        assert runtime.enqueue(acct, "rt-items", trigger="webhook", params={**params, "order_ids": ["2"]}) == run_id
+        time.sleep(0.3)
+    finally:
+        released = datetime.now(timezone.utc)
+        busy.release()
+    [run] = wait_for_runs(pg_db, [run_id], 10, workers.output)
+    assert run.status is RunStatus.OK and run.params["order_ids"] == ["1", "2"]
+    assert run.started_at is not None and run.started_at - released < timedelta(seconds=1.5)  # not RQ's whole seconds
+    job = runtime.job(run_id)
+    assert job is not None and not job.number_of_retries  # waited in the work horse, not RQ's 1 s scheduler
 
 
 # -- the scheduler ---------------------------------------------------------------

@@ -4,7 +4,10 @@ The raw request goes to the account's channel (``verify_webhook``), which authen
 signature over the raw body, or the secret in the URL) and names a targeted flow. The hub answers at
 once (202) and queues that flow; the work happens in a job, so a slow channel never makes the
 sender time out and retry. A delivery id seen before is answered 200 and dropped: the database
-(a ``webhook_delivery`` binding, unique per account) decides, so two web processes agree.
+(a ``webhook_delivery`` binding, unique per account, inserted and committed before anything is
+queued) decides, so two web processes agree, even on a repeat that arrives mid-insert. Webhook runs
+of the orders flow coalesce per account (``hub.jobs.open_run``), so a burst is a few runs, not one
+per delivery.
 A refused signature gets 401 and a ``webhook.rejected`` event the admin sees in the audit log; a
 repeated delivery a ``webhook.duplicate`` event.
 """
@@ -14,13 +17,13 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, jsonify, request
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
-from hub import bindings
 from hub.channel import WebhookRequest
 from hub.errors import AuthError, ChannelhubError
 from hub.events import emit
-from hub.models import ChannelAccount, utcnow
+from hub.models import Binding, ChannelAccount, utcnow
 from web import services
 from web.access import PUBLIC, allow, db
 
@@ -55,23 +58,38 @@ def receive(account_id: int, secret: str):  # type: ignore[no-untyped-def]
         _duplicate(account, action.delivery_id)
         return jsonify(status="duplicate", delivery_id=action.delivery_id), 200
     session.commit()
-    run_id = services.enqueue(account.id, action.flow, trigger="webhook", params=action.params)
+    try:
+        run_id = services.enqueue(account_id, action.flow, trigger="webhook", params=action.params)
+    except Exception:
+        if action.delivery_id:  # nothing was queued: the sender's retry must not be taken for a duplicate
+            _forget_delivery(account_id, action.delivery_id)
+        raise
     return jsonify(status="queued", run_id=run_id), 202
 
 
 def _first_delivery(account: ChannelAccount, delivery_id: str) -> bool:
-    """Record the delivery; False when it was recorded before (by this or another process)."""
+    """Record the delivery and commit it; False when it was recorded before, by this or another process.
+
+    Insert first, never look first: a repeat arriving while the first delivery's insert is still in
+    flight blocks on the unique (account, kind, external id) and fails once that commits.
+    """
     session = db()
-    if bindings.by_external(session, account.id, DELIVERY, delivery_id) is not None:
-        return False
-    binding = bindings.bind(session, account.id, DELIVERY, internal_id=delivery_id, external_id=delivery_id,
-                            sent_at=utcnow())
+    session.add(Binding(account_id=account.id, kind=DELIVERY, internal_id=delivery_id, external_id=delivery_id,
+                        last_sent_at=utcnow()))
     try:
         session.commit()
-    except IntegrityError:  # another process committed the same delivery between our check and commit
+    except IntegrityError:
         session.rollback()
         return False
-    return binding.internal_id == delivery_id
+    return True
+
+
+def _forget_delivery(account_id: int, delivery_id: str) -> None:
+    session = db()
+    session.rollback()
+    session.execute(delete(Binding).where(Binding.account_id == account_id, Binding.kind == DELIVERY,
+                                          Binding.external_id == delivery_id))
+    session.commit()
 
 
 def _duplicate(account: ChannelAccount, delivery_id: str) -> None:

@@ -15,15 +15,18 @@ Top to bottom, for one MARKETPLACE account:
 4. **Stock push**: ``hub.flows.stock.push_stock_now`` gives every *other* marketplace the new
    quantities at once, not on its next schedule.
 5. **Route** every order of the account still waiting (new ones, and any a previous run could not
-   route), target by target — the destination (DESTINATION_ORDER binding), then the fulfilment
-   account (FULFILMENT_ORDER) — after the ``channelhub_transform_order`` hooks. A channel with a batch
-   import (``create_orders``) gets ``max_batch`` orders a call, others one ``create_order`` each. The
-   binding is recorded only after the target accepted the order; a worker killed in between is
-   harmless because ``create_order`` looks the order number up first (the channel contract).
+   route) — a webhook-triggered run (``order_ids``) routes just the orders it pulled — in chunks of
+   the largest target batch, each chunk through every target in turn — the destination
+   (DESTINATION_ORDER binding), then the fulfilment account (FULFILMENT_ORDER) — after the
+   ``channelhub_transform_order`` hooks. A channel with a batch import (``create_orders``) gets
+   ``max_batch`` orders a call, others one ``create_order`` each. The binding is recorded only after
+   the target accepted the order; a worker killed in between is harmless because ``create_order``
+   looks the order number up first (the channel contract).
 6. **Cancellations and returns follow the order**: a marketplace cancellation goes to each place the
    order reached (``cancel_order``), a return to the destination (``receive_return``), and orders
    cancelled at the destination (``pull_cancellations``) are cancelled on the marketplace. Where a
-   channel lacks the hook, an event tells the admin exactly what to do by hand.
+   channel lacks the hook, an event tells the admin exactly what to do by hand. A webhook run does
+   only the first of these (for the orders it pulled); the scheduled run does the rest.
 
 Orders of an account with Fulfilments off are *Third Party Managed*: imported with that status,
 still routed to the destination (the brand sees the sale), never sent to the fulfilment account and
@@ -106,10 +109,13 @@ def run_orders(ctx: FlowContext) -> None:
     # An oversold SKU goes to every marketplace, this one included: a cancelled order gave its
     # reservation back there, and a held one still counts as pending, so each must show 0 now.
     push_stock(ctx, organisation_id, None, oversold, force=True)
-    route_waiting(ctx, account_id)
+    # A webhook run is someone waiting for these orders: it routes just them and leaves the rest of
+    # the account's backlog, returns and destination cancellations to the scheduled run.
+    route_waiting(ctx, account_id, only=batch.touched if targeted else None)
     follow_cancellations(ctx, account_id, batch.cancelled)
-    forward_returns(ctx, account_id)
-    pull_destination_cancellations(ctx, account_id)
+    if not targeted:
+        forward_returns(ctx, account_id)
+        pull_destination_cancellations(ctx, account_id)
 
 
 def skip_reason(account: ChannelAccount) -> str | None:
@@ -142,6 +148,7 @@ def pull(ctx: FlowContext, channel: Channel, since: datetime | None, order_ids: 
 @dataclass
 class StoredBatch:
     imported: list[int] = field(default_factory=list)  # new order ids
+    touched: list[int] = field(default_factory=list)  # ids of every order pulled, new or known
     cancelled: list[int] = field(default_factory=list)  # orders that became cancelled in this batch
     stock_skus: set[str] = field(default_factory=set)  # SKUs whose held units changed
     newest: datetime | None = None
@@ -197,8 +204,10 @@ def _store_one(
                 raise
         else:
             bindings.bind(session, account.id, bindings.ORDER_IMPORT, internal_id=row.id, external_id=remote.channel_order_id)
+            batch.touched.append(row.id)
             _announce_import(ctx, session, account, row, batch)
             return
+    batch.touched.append(existing.id)
     _apply_changes(ctx, session, account, existing, remote, batch)
 
 
@@ -562,17 +571,22 @@ class StopRouting(Exception):
     """A target refused our credentials: no point trying the next orders."""
 
 
-def route_waiting(ctx: FlowContext, account_id: int) -> None:
-    """Route every order of the account that is waiting: new ones and those earlier runs could not route.
+def route_waiting(ctx: FlowContext, account_id: int, *, only: Iterable[int] | None = None) -> None:
+    """Route every order of the account that is waiting (new ones and those earlier runs could not
+    route), or just those of ``only`` that are waiting.
 
-    Target by target (the destination first), in batches of the target's size; then every order that
-    reached all its targets becomes ``routed``.
+    Pipelined: the orders go in chunks of the largest target batch, and each chunk goes through every
+    target (the destination first, in batches of each target's size) and is marked ``routed`` before
+    the next chunk starts, so under a burst the first orders reach the fulfilment account while later
+    ones still wait for the destination, and API calls stay ``ceil(orders / max batch)`` per target.
     """
     with ctx.db.session() as session:
         account = session.get(ChannelAccount, account_id)
         assert account is not None
-        waiting = list(session.scalars(select(Order.id).where(Order.account_id == account_id, *_routing_unfinished())
-                                       .order_by(Order.id)))
+        query = select(Order.id).where(Order.account_id == account_id, *_routing_unfinished())
+        if only is not None:
+            query = query.where(Order.id.in_(sorted(set(only))))
+        waiting = list(session.scalars(query.order_by(Order.id)))
         if not waiting:
             return
         targets = _targets(session, account)
@@ -583,18 +597,27 @@ def route_waiting(ctx: FlowContext, account_id: int) -> None:
     outgoing: dict[int, canonical.Order] = {}  # the transformed order, built once per run
     failed: set[int] = set()
     reached: set[int] = set()  # orders a target accepted in this run
-    stop: BaseException | None = None
+    chunk = max(target.batch_size for target in targets)
+    for first in range(0, len(waiting), chunk):
+        orders = waiting[first:first + chunk]
+        stop = _route_chunk(ctx, account_id, targets, orders, outgoing, failed, reached)
+        finish_routing(ctx, account_id, orders, targets, failed, reached)
+        if isinstance(stop, RateLimited):
+            raise stop  # the runtime defers the run; what was routed stays routed
+        if stop is not None:
+            return
+
+
+def _route_chunk(ctx: FlowContext, account_id: int, targets: list[Target], order_ids: list[int],
+                 outgoing: dict[int, canonical.Order], failed: set[int], reached: set[int]) -> BaseException | None:
+    """Take ``order_ids`` through every target in turn; an order one target failed skips the later ones."""
     for target in targets:
-        todo = [order_id for order_id in waiting if order_id not in failed]
+        todo = [order_id for order_id in order_ids if order_id not in failed]
         for start in range(0, len(todo), target.batch_size):
             stop = route_batch(ctx, account_id, target, todo[start:start + target.batch_size], outgoing, failed, reached)
             if stop is not None:
-                break
-        if stop is not None:
-            break
-    finish_routing(ctx, account_id, waiting, targets, failed, reached)
-    if isinstance(stop, RateLimited):
-        raise stop  # the runtime defers the run; what was routed stays routed
+                return stop
+    return None
 
 
 def route_batch(ctx: FlowContext, account_id: int, target: Target, order_ids: list[int],
