@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from hub import bindings
 from hub.carrier_maps import TRACKING_MAX_LENGTH, InvalidTracking, tracking_problem, validate_tracking
-from hub.errors import TransientError
+from hub.errors import RejectedItem, TransientError
 from hub.connections import open_channel
 from hub.flows import fulfilment as fulfilment_flow
 from hub.flows import stock as stock_flow
@@ -147,6 +147,26 @@ def test_a_transient_failure_is_retried_on_the_next_run(ordershub: OrdersHub) ->
 
     ordershub.run(scene.marketplace, "fulfilment")
     assert len(scene.market.sent_fulfilments) == 1
+    assert ordershub.the_order(scene.marketplace, "1001").status is OrderStatus.CONFIRMED
+
+
+def test_a_shipment_accepted_while_routing_is_in_error_confirms_the_order_once_routing_finishes(
+        ordershub: OrdersHub) -> None:
+    scene = ordershub.scene(fulfilment=True)
+    assert scene.ship is not None
+    ordershub.seed("TEE-1")
+    ordershub.map_carrier(scene.marketplace, "auspost", "Australia Post")
+    ordershub.place(scene.market, "1001", {"TEE-1": 1})
+    scene.ship.fail_with = RejectedItem("Starshipit refused it for now")  # the shop has it, the warehouse not yet
+    ordershub.run(scene.marketplace, "orders")
+    assert ordershub.the_order(scene.marketplace, "1001").status is OrderStatus.ERROR
+
+    ordershub.ship(scene.dest, "1001")  # shipped all the same (e.g. the warehouse's answer was lost)
+    ordershub.run(scene.marketplace, "fulfilment")
+    assert len(scene.market.sent_fulfilments) == 1
+    assert ordershub.the_order(scene.marketplace, "1001").status is OrderStatus.ERROR
+
+    ordershub.run(scene.marketplace, "orders")
     assert ordershub.the_order(scene.marketplace, "1001").status is OrderStatus.CONFIRMED
 
 
@@ -302,9 +322,9 @@ class _Context:
         pass
 
 
+# SQLite holds no row locks: there the runtime's per-account lock keeps one worker per account.
+@pytest.mark.parametrize("database", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True, scope="module")
 def test_batch_two_workers_at_once_send_each_shipment_once(ordershub: OrdersHub) -> None:
-    if ordershub.db.is_sqlite:
-        pytest.skip("SQLite holds no row locks; there the runtime's per-account lock keeps one worker per account")
     scene = shipped_orders(ordershub, 4)
     scene.market.carriers = ()  # refused first, so the rows wait as unsent
     ordershub.run(scene.marketplace, "fulfilment")

@@ -24,7 +24,6 @@ Orders imported as Third Party Managed are never written back, even after Fulfil
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,7 +39,7 @@ from hub.connections import get_connector, open_channel
 from hub.errors import (AuthError, ChannelError, ConfigurationError, ContractError, RateLimited, TransientError,
                         ValidationError)
 from hub.events import emit
-from hub.flows.orders import advance_cursor, canonical_order, lock_for_remote_call, lock_row
+from hub.flows.orders import SENT_SHIPMENT, advance_cursor, canonical_order, lock_for_remote_call, lock_row, settle_shipped
 from hub.jobs import FlowContext, register_flow
 from hub.models import AccountStatus, ChannelAccount, Fulfilment, Order, OrderStatus, utcnow
 from hub.scheduling import aware
@@ -51,7 +50,7 @@ STREAM_PREFIX = "fulfilments:"  # + the source account's id
 PULL_OVERLAP = timedelta(minutes=10)
 ACTIVE_STATUSES = (AccountStatus.TESTING, AccountStatus.LIVE)
 
-PENDING, SENT, ERROR, SKIPPED = "pending", "sent", "error", "skipped"
+PENDING, SENT, ERROR, SKIPPED = "pending", SENT_SHIPMENT, "error", "skipped"
 CANCELLED_LINE = "cancelled"
 
 
@@ -307,7 +306,7 @@ def _record(ctx: FlowContext, session: Session, account: ChannelAccount, outgoin
     row.status, row.error = SENT, None
     row.lines = [{"sku": line.sku, "quantity": line.quantity, "channel_line_ids": line.channel_line_ids}
                  for line in outgoing.record.lines]
-    _confirm(order)
+    settle_shipped(order)
     emit(session, organisation_id=account.organisation_id, account_id=account.id, run_id=ctx.run_id,
          kind="fulfilment.sent",
          message=f"Order {order.order_number}: {outgoing.channel_carrier} {row.tracking_number} sent to {account.name}",
@@ -346,19 +345,6 @@ def lines_to_send(order: Order, row: Fulfilment, taken: set[str] | None = None) 
             taken.update(ids)
         result.append(canonical.FulfilmentLine(sku=entry["sku"], quantity=int(entry["quantity"]), channel_line_ids=ids))
     return result
-
-
-def _confirm(order: Order) -> None:
-    """Fulfilled while lines remain to ship; confirmed once accepted shipments cover every line."""
-    if order.status not in (OrderStatus.IMPORTED, OrderStatus.ROUTED, OrderStatus.FULFILLED):
-        return
-    sent = [f for f in order.fulfilments if f.status == SENT]
-    shipped: Counter[str] = Counter()
-    for fulfilment in sent:
-        for line in fulfilment.lines or []:
-            shipped[line["sku"]] += int(line.get("quantity") or 0)
-    covered = all(shipped[line.sku] >= line.quantity for line in order.lines if line.status != CANCELLED_LINE)
-    order.status = OrderStatus.CONFIRMED if covered else OrderStatus.FULFILLED
 
 
 def _failed(ctx: FlowContext, session: Session, account: ChannelAccount, order: Order, row: Fulfilment,

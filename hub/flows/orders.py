@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -83,6 +83,7 @@ ACTIVE_STATUSES = (AccountStatus.TESTING, AccountStatus.LIVE)
 
 CANCELLED_LINE = "cancelled"
 RETURNED_LINE = "returned"
+SENT_SHIPMENT = "sent"  # a Fulfilment row the marketplace accepted (hub.flows.fulfilment)
 RETURN_REQUESTED, RETURN_RECEIVED, RETURN_BY_HAND = "requested", "received", "by_hand"  # Return.status
 
 
@@ -769,10 +770,31 @@ def finish_routing(ctx: FlowContext, account_id: int, order_ids: list[int], targ
                 order.destination_account_id = reached[0].account_id
             order.status = OrderStatus.THIRD_PARTY_MANAGED if order.third_party_managed else OrderStatus.ROUTED
             order.error = None
+            settle_shipped(order)
             names = ", ".join(t.name for t in reached)
             _event(session, ctx, account, "order.routed", f"Order {order.order_number} from {account.name} sent to {names}",
                    order=order)
             ctx.item(order.order_number, "ok", f"routed to {names}")
+
+
+def settle_shipped(order: Order) -> None:
+    """Fulfilled while lines remain to ship; confirmed once accepted shipments cover every line.
+
+    Called when a shipment is accepted and when routing finishes: a shipment can be accepted while
+    the order is still in error at one of its targets (e.g. an answer lost), and the order must not
+    be left ``routed`` once that is repaired.
+    """
+    if order.status not in (OrderStatus.IMPORTED, OrderStatus.ROUTED, OrderStatus.FULFILLED):
+        return
+    sent = [f for f in order.fulfilments if f.status == SENT_SHIPMENT]
+    if not sent:
+        return
+    shipped: Counter[str] = Counter()
+    for fulfilment in sent:
+        for line in fulfilment.lines or []:
+            shipped[line["sku"]] += int(line.get("quantity") or 0)
+    covered = all(shipped[line.sku] >= line.quantity for line in order.lines if line.status != CANCELLED_LINE)
+    order.status = OrderStatus.CONFIRMED if covered else OrderStatus.FULFILLED
 
 
 def _routing_unfinished() -> tuple[Any, ...]:
