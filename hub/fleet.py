@@ -58,6 +58,7 @@ from hub.errors import ConfigurationError, TransientError
 from hub.events import emit
 from hub.jobs import (
     PENDING,
+    WEBHOOK,
     Outcome,
     ProgressSink,
     Verdict,
@@ -149,7 +150,8 @@ class FleetRuntime:
         if not new:
             return run_id  # a webhook's order ids joined a run whose job is already queued
         try:
-            self._submit(run_id, lane, flow, dict(params or {}), delay)
+            # A webhook is a customer's order waiting to be imported: it goes ahead of scheduled work.
+            self._submit(run_id, lane, flow, dict(params or {}), delay, at_front=trigger == WEBHOOK)
         except Exception as exc:
             fail_run(self.db, run_id, f"could not be queued: {exc}")
             raise
@@ -280,7 +282,8 @@ class FleetRuntime:
             return False
         return not held and since is not None and now - aware(since) > grace
 
-    def _submit(self, run_id: int, lane: str, flow: str, params: dict[str, Any], delay: float) -> Job:
+    def _submit(self, run_id: int, lane: str, flow: str, params: dict[str, Any], delay: float, *,
+                at_front: bool = False) -> Job:
         options: dict[str, Any] = {
             "job_id": job_id_for(run_id, self.prefix),
             "job_timeout": defaults.JOB_TIMEOUT,
@@ -293,7 +296,7 @@ class FleetRuntime:
         queue = self.queues[lane]
         if delay > 0:
             return queue.enqueue_in(timedelta(seconds=delay), run_flow_job, args=(run_id,), **options)
-        return queue.enqueue(run_flow_job, args=(run_id,), **options)
+        return queue.enqueue(run_flow_job, args=(run_id,), at_front=at_front, **options)
 
 
 # -- inside the worker ---------------------------------------------------------
