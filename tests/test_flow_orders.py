@@ -18,6 +18,7 @@ from hub.locks import LocalLocks
 from sqlalchemy import select
 
 from hub.models import AccountStatus, Order, OrderStatus, RunStatus, utcnow
+from hub.records import ItemResult
 from tests.flows_fixtures_b import FullMemoryChannel, OrdersHub, extra, ordershub  # noqa: F401
 from tests.memory_channel import MemoryChannel
 from tests.storage_fixtures import box, database, organisation  # noqa: F401
@@ -347,6 +348,31 @@ def test_third_party_managed_orders_are_imported_and_routed_but_not_sent_for_ful
     assert scene.dest.created_orders["1001"].raw["third_party_managed"] is True
     assert scene.ship.created_orders == {}  # shipped by someone else
     assert ordershub.run(scene.marketplace, "orders").items == []  # routed once: not routed again
+
+
+def test_an_order_a_batch_did_not_get_to_is_retried_without_being_marked_in_error(
+    ordershub: OrdersHub, pushes: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scene = ordershub.scene(destination_plugin="memory_full")
+    ordershub.seed("TEE-1")
+    for number in ("1001", "1002"):
+        ordershub.place(scene.market, number, {"TEE-1": 1})
+    create_orders = FullMemoryChannel.create_orders
+
+    def stop_after_the_first(self, orders):  # type: ignore[no-untyped-def]
+        [first] = create_orders(self, orders[:1])
+        return [first, *(ItemResult.rejected(o.order_number, "not sent: Shopify answered 503", retryable=True)
+                         for o in orders[1:])]
+
+    monkeypatch.setattr(FullMemoryChannel, "create_orders", stop_after_the_first)
+    report = ordershub.run(scene.marketplace, "orders")
+
+    assert report.item("1002").outcome == "failed" and "did not take the order yet" in report.item("1002").message
+    assert ordershub.the_order(scene.marketplace, "1002").status is OrderStatus.IMPORTED
+    monkeypatch.setattr(FullMemoryChannel, "create_orders", create_orders)
+    ordershub.run(scene.marketplace, "orders")
+    assert {o.order_number: o.status for o in ordershub.orders(scene.marketplace)} == {
+        "1001": OrderStatus.ROUTED, "1002": OrderStatus.ROUTED}
 
 
 def test_a_cancellation_reaches_a_destination_that_can_cancel(ordershub: OrdersHub, pushes: list) -> None:

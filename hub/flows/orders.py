@@ -651,8 +651,10 @@ def route_batch(ctx: FlowContext, account_id: int, target: Target, order_ids: li
                 _routing_failed(ctx, session, account, order, TransientError(f"{target.name} gave no answer for it"))
                 failed.add(order.id)
             elif not result.ok:
-                refused = RejectedItem(f"{target.name} refused the order: {result.message}", key=order.order_number,
-                                       field=result.field)
+                # A retryable refusal (e.g. the batch stopped before this order) says nothing against the order.
+                refused = (TransientError(f"{target.name} did not take the order yet: {result.message}") if result.retryable
+                           else RejectedItem(f"{target.name} refused the order: {result.message}", key=order.order_number,
+                                             field=result.field))
                 _routing_failed(ctx, session, account, order, refused)
                 failed.add(order.id)
             else:
