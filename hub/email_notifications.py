@@ -35,6 +35,7 @@ from hub.secrets import CredentialBox
 
 log = logging.getLogger("channelhub.email")
 
+_ORGANISATIONS = "channelhub.email_notifications.organisations"
 _PENDING = "channelhub.notify.pending"  # session.info key: organisations with notable events this transaction
 
 
@@ -191,7 +192,12 @@ def channelhub_event(event: Any) -> None:
     session = object_session(event)
     if session is None:
         return
-    organisation = session.get(Organisation, event.organisation_id)  # usually in the identity map already
+    # Held in the session: its identity map is weak, and a flow's session would otherwise reload the
+    # organisation for every event it emits.
+    held = session.info.setdefault(_ORGANISATIONS, {})
+    organisation = held.get(event.organisation_id)
+    if organisation is None:
+        organisation = held[event.organisation_id] = session.get(Organisation, event.organisation_id)
     raw = ((organisation.settings or {}) if organisation is not None else {}).get("smtp")
     # Cheap checks first: this hook sees every event, including one per pushed quantity.
     if not raw or event.kind not in (raw.get("kinds") or notify.NOTABLE_KINDS):
