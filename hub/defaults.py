@@ -78,5 +78,12 @@ SCHEDULER_TICK_SECONDS = 15
 PROGRESS_FLUSH_SECONDS = 1.0
 # Item outcomes are written in batches of this many rows, not one transaction per SKU.
 ITEM_FLUSH_BATCH = 200
+# A flow handing over many outcomes at once (RunRecorder.items: a catalogue import's, after its commit)
+# writes them this many rows per flush: each flush is a transaction and a run-row update.
+ITEM_BULK_BATCH = 5000
 # How long RQ keeps a finished job's result; the SyncRun row is the lasting record.
 JOB_RESULT_TTL = 24 * 60 * 60
+
+# Keys per `IN (...)` when a flow loads rows by a list of ids: well inside SQLite's bound-parameter
+# limit (999 on old builds) and small enough for PostgreSQL to plan quickly.
+SQL_IN_CHUNK = 500

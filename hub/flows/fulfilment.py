@@ -30,9 +30,9 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
-from hub import bindings, carrier_maps, cursors
+from hub import bindings, carrier_maps, cursors, defaults
 from hub import records as canonical
 from hub.channel import Channel, Role
 from hub.connections import get_connector, open_channel
@@ -129,12 +129,12 @@ def store_shipments(ctx: FlowContext, account_id: int, source: Source, shipments
     others = 0
     with ctx.db.session() as session:
         lock_row(session, ChannelAccount, account_id)  # one batch per account at a time; opens SQLite's transaction
+        orders = _orders_by_number(session, account_id, [shipment.order_number for shipment in shipments])
         for shipment in shipments:
             if shipment.shipped_at is not None:
                 shipped = _aware(shipment.shipped_at)
                 newest = shipped if newest is None or shipped > newest else newest
-            order = session.scalar(select(Order).where(Order.account_id == account_id,
-                                                       Order.order_number == shipment.order_number))
+            order = orders.get(shipment.order_number)
             if order is None:
                 others += 1  # an order of another channel (or a web-shop order): not ours to write back
                 continue
@@ -145,9 +145,22 @@ def store_shipments(ctx: FlowContext, account_id: int, source: Source, shipments
         log.info("%d shipment(s) from %s belong to no order of account %s", others, source.name, account_id)
 
 
+def _orders_by_number(session: Session, account_id: int, numbers: list[str]) -> dict[str, Order]:
+    """The account's orders among these numbers, with their shipments: a pull re-reads a window of
+    shipments the hub mostly has already, so orders are loaded a chunk at a time, not one by one."""
+    found: dict[str, Order] = {}
+    wanted = list(dict.fromkeys(numbers))
+    for start in range(0, len(wanted), defaults.SQL_IN_CHUNK):
+        chunk = wanted[start:start + defaults.SQL_IN_CHUNK]
+        found.update((order.order_number, order) for order in session.scalars(
+            select(Order).where(Order.account_id == account_id, Order.order_number.in_(chunk))
+            .options(selectinload(Order.fulfilments))))
+    return found
+
+
 def _store_one(session: Session, source: Source, order: Order, shipment: canonical.Fulfilment) -> None:
     key = shipment_key(shipment)
-    if session.scalar(select(Fulfilment.id).where(Fulfilment.order_id == order.id, Fulfilment.external_id == key)):
+    if any(stored.external_id == key for stored in order.fulfilments):
         return
     row = Fulfilment(
         order_id=order.id, source_account_id=source.account_id, external_id=key, carrier=shipment.carrier or "",

@@ -49,9 +49,9 @@ from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
-from hub import bindings, cursors
+from hub import bindings, cursors, defaults
 from hub import records as canonical
 from hub.accounts import is_third_party_managed
 from hub.channel import Channel, Role
@@ -178,20 +178,33 @@ def store_batch(ctx: FlowContext, account_id: int, pulled: list[canonical.Order]
         account = session.get(ChannelAccount, account_id)
         assert account is not None
         variants = _variant_ids(session, account.organisation_id, {line.sku for o in pulled for line in o.lines})
+        known = known_orders(session, account.id, [order.channel_order_id for order in pulled])
         # A fixed order: two workers storing the same batch take row locks in the same sequence.
         for remote in sorted(pulled, key=lambda order: order.channel_order_id):
-            _store_one(ctx, session, account, remote, variants, batch)
+            _store_one(ctx, session, account, remote, variants, batch, known.get(remote.channel_order_id))
             batch.seen(changed_at(remote))
         if move_cursor and batch.newest is not None:
             advance_cursor(session, account.id, STREAM, batch.newest)
     return batch
 
 
+def known_orders(session: Session, account_id: int, channel_order_ids: list[str]) -> dict[str, Order]:
+    """The account's stored orders among these ids, with their lines: a scheduled pull re-reads a
+    window of orders it mostly has already, so they are loaded a chunk at a time, not one by one."""
+    found: dict[str, Order] = {}
+    wanted = list(dict.fromkeys(channel_order_ids))
+    for start in range(0, len(wanted), defaults.SQL_IN_CHUNK):
+        chunk = wanted[start:start + defaults.SQL_IN_CHUNK]
+        found.update((order.channel_order_id, order) for order in session.scalars(
+            select(Order).where(Order.account_id == account_id, Order.channel_order_id.in_(chunk))
+            .options(selectinload(Order.lines))))
+    return found
+
+
 def _store_one(
     ctx: FlowContext, session: Session, account: ChannelAccount, remote: canonical.Order,
-    variants: dict[str, int], batch: StoredBatch,
+    variants: dict[str, int], batch: StoredBatch, existing: Order | None,
 ) -> None:
-    existing = _find_order(session, account.id, remote.channel_order_id)
     if existing is None:
         row = _new_order_row(account, remote, variants)
         try:
