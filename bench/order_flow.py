@@ -74,7 +74,13 @@ TARGET_WEBHOOK_P95 = 2.0  # s
 # -- the sandboxes (built in the child) ----------------------------------------------------------------
 
 
-def make_brand_sandboxes(brand: int) -> Any:
+# Shopify's GraphQL cost bucket by plan (shared/reference/shopify-api.md section 7.2): points, points/s.
+SHOPIFY_PLANS = {"standard": (2000.0, 100.0), "plus": (20000.0, 1000.0)}
+
+
+def make_brand_sandboxes(brand: int, shopify_plan: str = "standard") -> Any:
+    bucket_size, restore_rate = SHOPIFY_PLANS[shopify_plan]
+
     def factory() -> dict[str, Any]:
         from plugins.demo.runner import _no_webhooks
         from plugins.iconic import sandbox as iconic
@@ -84,7 +90,8 @@ def make_brand_sandboxes(brand: int) -> Any:
         offset = brand * 1_000_000
         return {
             "iconic": iconic.create_app(7 + brand, first_id=1000 + offset, approval_delay=None),
-            "shopify": shopify.create_app(7 + brand, products=0, id_base=1000 + offset, sender=_no_webhooks),
+            "shopify": shopify.create_app(7 + brand, products=0, id_base=1000 + offset, sender=_no_webhooks,
+                                          bucket_size=bucket_size, restore_rate=restore_rate),
             "starshipit": starshipit.create_app(7 + brand, seed_orders=0, first_order_id=100_001 + offset),
         }
 
@@ -143,7 +150,7 @@ def _demo_names(brand: int):  # type: ignore[no-untyped-def]
         demo.ORGANISATION_NAME, demo.ORGANISATION_SLUG, demo.ADMIN_EMAIL = saved
 
 
-def set_up_brand(hub: Any, brand: Brand, interval: float) -> None:
+def set_up_brand(hub: Any, brand: Brand, interval: float, iconic_rate: float | None = None) -> None:
     import httpx
     from sqlalchemy import select
 
@@ -172,6 +179,8 @@ def set_up_brand(hub: Any, brand: Brand, interval: float) -> None:
     brand.iconic_id, brand.shopify_id, brand.starshipit_id = ids[demo.ICONIC], ids[demo.SHOPIFY], ids[demo.STARSHIPIT]
     with hub.db.session() as session:
         iconic = session.get(ChannelAccount, brand.iconic_id)
+        if iconic_rate is not None:  # The Iconic publishes no quota: the pace is an account setting
+            iconic.settings = {**iconic.settings, "requests_per_second": iconic_rate}
         for flow in ("listings", "reconciler"):
             lifecycle.set_flow(session, iconic, flow, False, "bench")
         lifecycle.pause(session, session.get(ChannelAccount, ids[demo.UPHANCE]), "bench")
@@ -510,9 +519,9 @@ def bench_config(args: argparse.Namespace, mode: str, latency_ms: int, accounts:
             hub = _Hub()
             hub.db, hub.config, hub.pm, hub.box = db, config, connector.pm, connector.box  # type: ignore[attr-defined]
             for index in range(accounts):
-                brand = Brand(index, SandboxGroup(make_brand_sandboxes(index)))
+                brand = Brand(index, SandboxGroup(make_brand_sandboxes(index, args.shopify_plan)))
                 brands.append(brand)
-                set_up_brand(hub, brand, args.interval)
+                set_up_brand(hub, brand, args.interval, args.iconic_rate)
             set_latency(brands, latency_ms / 1000)
 
             runtime = Embedded(db, workers, args.tick) if mode == "embedded" else \
@@ -620,7 +629,11 @@ def report(args: argparse.Namespace, results: list[Figures]) -> None:
              f"Starshipit per account) in one child process per account over loopback. {args.orders} orders placed "
              f"in a burst, round-robin over the accounts; orders/fulfilment every {args.interval:g} s, ticker "
              f"{args.tick:g} s; dispatch as soon as an order is in Starshipit. Webhook phase: "
-             f"{args.webhook_orders} orders at {args.webhook_rate:g}/s, scheduled orders runs off."), "",
+             f"{args.webhook_orders} orders at {args.webhook_rate:g}/s, scheduled orders runs off. The Iconic paced at "
+             f"{args.iconic_rate or 'the account default of 25':} requests/s per account; Shopify's cost bucket "
+             f"of the {args.shopify_plan} plan ({SHOPIFY_PLANS[args.shopify_plan][0]:,.0f} points, "
+             f"{SHOPIFY_PLANS[args.shopify_plan][1]:,.0f}/s: {SHOPIFY_PLANS[args.shopify_plan][1] / 10:,.0f} "
+             "orderCreates/s per shop)."), "",
              ("| mode | latency | accounts | workers | orders/s end to end | wall | "
               + " | ".join(f"{s} p50 / p95" for s in STAGES) + " | webhook import p50 / p95 | runs | API calls | "
               "requests Iconic / Shopify / Starshipit (of which Iconic GET /v2/orders) | notes |"),
@@ -673,6 +686,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", default="embedded,fleet", help="embedded, fleet or both (default both)")
     parser.add_argument("--accounts", default="1,4", help="comma-separated numbers of Iconic accounts (default 1,4)")
     parser.add_argument("--interval", type=float, default=1.0, help="orders/fulfilment schedule, seconds (default 1)")
+    parser.add_argument("--iconic-rate", type=float, default=None,
+                        help="The Iconic account setting requests_per_second (default: the account default, 25)")
+    parser.add_argument("--shopify-plan", choices=sorted(SHOPIFY_PLANS), default="standard",
+                        help="the Shopify sandbox's cost bucket (default standard: 10 orderCreates/s per shop)")
     parser.add_argument("--tick", type=float, default=0.5, help="scheduler tick, seconds (default 0.5)")
     parser.add_argument("--webhook-orders", type=int, default=60, help="orders of the webhook phase (0: skip)")
     parser.add_argument("--webhook-rate", type=float, default=4.0, help="webhook orders per second (default 4)")
