@@ -28,7 +28,10 @@ def emit(
     run_id: int | None = None,
     data: dict[str, Any] | None = None,
 ) -> Event:
-    """Add an event to the session (it is written with the caller's transaction) and broadcast it."""
+    """Add an event to the session (it is written with the caller's transaction) and broadcast it.
+
+    The event is pending until the session's next flush: flush it yourself if you need its id.
+    """
     event = Event(
         organisation_id=organisation_id,
         account_id=account_id,
@@ -39,8 +42,9 @@ def emit(
         message=message,
         data=data or {},
     )
+    # Not flushed here: a flow emits one event per order or SKU, and the session writes them
+    # together (one multi-row INSERT) when it next flushes or commits.
     session.add(event)
-    session.flush()
     _broadcast(event)
     return event
 

@@ -89,7 +89,9 @@ def _configure(flowhub, port: int, **extra) -> None:
 
 def _emit(flowhub, kind: str, message: str, **fields) -> int:
     with flowhub.db.session() as session:
-        return emit(session, organisation_id=flowhub.organisation_id, kind=kind, message=message, **fields).id
+        event = emit(session, organisation_id=flowhub.organisation_id, kind=kind, message=message, **fields)
+        session.flush()  # emit leaves writing to the session's next flush; the test wants the id now
+        return event.id
 
 
 # -- e-mail over SMTP ---------------------------------------------------------------------------------------

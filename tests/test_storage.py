@@ -157,7 +157,9 @@ def test_an_order_is_imported_once_per_account(database: Database, organisation:
 
 def _event(database: Database, organisation_id: int, account_id: int | None = None) -> int:
     with database.session() as session:
-        return emit(session, organisation_id=organisation_id, account_id=account_id, kind="test", message="m").id
+        event = emit(session, organisation_id=organisation_id, account_id=account_id, kind="test", message="m")
+        session.flush()
+        return event.id
 
 
 def test_events_cannot_be_changed_or_deleted_through_the_orm(database: Database, organisation: Organisation) -> None:
@@ -212,6 +214,7 @@ def _catalogue_and_orders(session: Session, organisation_id: int) -> dict[str, i
     session.add(Cursor(account_id=account.id, stream="orders", value="0"))
     session.flush()
     event = emit(session, organisation_id=organisation_id, account_id=account.id, run_id=run.id, kind="test", message="m")
+    session.flush()
     return {"account": account.id, "variant": variant.id, "product": variant.product.id, "order": order.id,
             "run": run.id, "event": event.id, "label": label.id}
 
