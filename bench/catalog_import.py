@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
@@ -54,10 +56,29 @@ def variant_count(app: Any) -> int:
     return len(app.state.variants)
 
 
+class StreamingInspecting(Inspecting):
+    """``Inspecting`` for GraphQL answers only: it reads each body whole (to find THROTTLED and the
+    cost), which for the bulk result download held the whole JSONL file in this process and made
+    the enumeration's peak RSS the bench's, not the plugin's. The download is counted, left streaming."""
+
+    def handle_request(self, request: Any) -> Any:
+        if "graphql" in request.url.path:
+            return super().handle_request(request)
+        response = httpx.HTTPTransport.handle_request(self, request)
+        now = time.perf_counter()
+        with self.lock:
+            self.first_at = self.first_at or now
+            self.last_at = now
+            self.requests += 1
+            if response.status_code == 429:
+                self.refused_429 += 1
+        return response
+
+
 def enumerate_only(url: str, mode: str) -> tuple[int, Any, Inspecting]:
     from plugins.shopify.channel import ShopifyChannel
 
-    transport = Inspecting()
+    transport = StreamingInspecting()
     channel = ShopifyChannel(services("Shopify", url, SHOPIFY_CREDENTIALS,
                                       {"catalogue_mode": mode, "bulk_poll_seconds": 0.05}, transport))
     count = 0
