@@ -159,16 +159,18 @@ def test_delayed_enqueue_waits(runtime: FleetRuntime, pg_db: Database, workers: 
 # -- webhook runs ------------------------------------------------------------------
 
 
-def test_a_webhook_run_goes_ahead_of_the_scheduled_work_waiting_in_its_lane(
-    pg_db: Database, redis_conn: Redis, prefix: str
-) -> None:
-    rt = FleetRuntime(pg_db, connection=redis_conn, prefix=prefix)  # no workers: the queue keeps its order
-    account_id = account(pg_db)
-    scheduled = [rt.enqueue(account_id, "rt-items", trigger="schedule", params={"items": []}) for _ in range(2)]
-    webhook = rt.enqueue(account_id, "rt-items", trigger="webhook", params={"items": []})
+def test_a_webhook_run_goes_ahead_of_the_scheduled_work_waiting_in_its_lane(pg_db: Database, redis_conn: Redis) -> None:
+    prefix = fresh_prefix()  # lanes no worker listens to: the queue keeps its order
+    try:
+        rt = FleetRuntime(pg_db, connection=redis_conn, prefix=prefix)
+        account_id = account(pg_db)
+        scheduled = [rt.enqueue(account_id, "rt-items", trigger="schedule", params={"items": []}) for _ in range(2)]
+        webhook = rt.enqueue(account_id, "rt-items", trigger="webhook", params={"items": []})
 
-    queue = Queue(queue_name(jobs.lane_for("rt-items"), prefix), connection=redis_conn)
-    assert queue.job_ids == [job_id_for(run_id, prefix) for run_id in (webhook, *scheduled)]
+        queue = Queue(queue_name(jobs.lane_for("rt-items"), prefix), connection=redis_conn)
+        assert queue.job_ids == [job_id_for(run_id, prefix) for run_id in (webhook, *scheduled)]
+    finally:
+        purge_prefix(redis_conn, prefix)
 
 
 def _wait_for_status(db: Database, run_id: int, status: RunStatus, timeout: float = 10) -> None:
