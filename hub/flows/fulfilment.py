@@ -30,16 +30,17 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
-from hub import bindings, carrier_maps, cursors, defaults
+from hub import bindings, carrier_maps, cursors
 from hub import records as canonical
 from hub.channel import Channel, Role
 from hub.connections import get_connector, open_channel
 from hub.errors import (AuthError, ChannelError, ConfigurationError, ContractError, RateLimited, TransientError,
                         ValidationError)
 from hub.events import emit
-from hub.flows.orders import SENT_SHIPMENT, advance_cursor, canonical_order, lock_for_remote_call, lock_row, settle_shipped
+from hub.flows.orders import (SENT_SHIPMENT, advance_cursor, canonical_order, lock_for_remote_call, lock_row, orders_by,
+                              settle_shipped)
 from hub.jobs import FlowContext, register_flow
 from hub.models import AccountStatus, ChannelAccount, Fulfilment, Order, OrderStatus, utcnow
 from hub.scheduling import aware
@@ -129,7 +130,8 @@ def store_shipments(ctx: FlowContext, account_id: int, source: Source, shipments
     others = 0
     with ctx.db.session() as session:
         lock_row(session, ChannelAccount, account_id)  # one batch per account at a time; opens SQLite's transaction
-        orders = _orders_by_number(session, account_id, [shipment.order_number for shipment in shipments])
+        orders = orders_by(session, account_id, Order.order_number, (s.order_number for s in shipments),
+                           with_=Order.fulfilments)
         for shipment in shipments:
             if shipment.shipped_at is not None:
                 shipped = _aware(shipment.shipped_at)
@@ -143,19 +145,6 @@ def store_shipments(ctx: FlowContext, account_id: int, source: Source, shipments
             advance_cursor(session, account_id, STREAM_PREFIX + str(source.account_id), newest)
     if others:
         log.info("%d shipment(s) from %s belong to no order of account %s", others, source.name, account_id)
-
-
-def _orders_by_number(session: Session, account_id: int, numbers: list[str]) -> dict[str, Order]:
-    """The account's orders among these numbers, with their shipments: a pull re-reads a window of
-    shipments the hub mostly has already, so orders are loaded a chunk at a time, not one by one."""
-    found: dict[str, Order] = {}
-    wanted = list(dict.fromkeys(numbers))
-    for start in range(0, len(wanted), defaults.SQL_IN_CHUNK):
-        chunk = wanted[start:start + defaults.SQL_IN_CHUNK]
-        found.update((order.order_number, order) for order in session.scalars(
-            select(Order).where(Order.account_id == account_id, Order.order_number.in_(chunk))
-            .options(selectinload(Order.fulfilments))))
-    return found
 
 
 def _store_one(session: Session, source: Source, order: Order, shipment: canonical.Fulfilment) -> None:

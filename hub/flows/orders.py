@@ -178,7 +178,8 @@ def store_batch(ctx: FlowContext, account_id: int, pulled: list[canonical.Order]
         account = session.get(ChannelAccount, account_id)
         assert account is not None
         variants = _variant_ids(session, account.organisation_id, {line.sku for o in pulled for line in o.lines})
-        known = known_orders(session, account.id, [order.channel_order_id for order in pulled])
+        known = orders_by(session, account.id, Order.channel_order_id, (o.channel_order_id for o in pulled),
+                          with_=Order.lines)
         # A fixed order: two workers storing the same batch take row locks in the same sequence.
         for remote in sorted(pulled, key=lambda order: order.channel_order_id):
             _store_one(ctx, session, account, remote, variants, batch, known.get(remote.channel_order_id))
@@ -188,16 +189,19 @@ def store_batch(ctx: FlowContext, account_id: int, pulled: list[canonical.Order]
     return batch
 
 
-def known_orders(session: Session, account_id: int, channel_order_ids: list[str]) -> dict[str, Order]:
-    """The account's stored orders among these ids, with their lines: a scheduled pull re-reads a
-    window of orders it mostly has already, so they are loaded a chunk at a time, not one by one."""
+def orders_by(session: Session, account_id: int, column: Any, keys: Iterable[str], *, with_: Any) -> dict[str, Order]:
+    """The account's orders whose ``column`` is among ``keys``, each with the relationship ``with_``.
+
+    A scheduled pull re-reads a window of orders (or shipments) the hub mostly has already, so they
+    are loaded a chunk at a time, not one by one.
+    """
     found: dict[str, Order] = {}
-    wanted = list(dict.fromkeys(channel_order_ids))
+    wanted = list(dict.fromkeys(keys))
     for start in range(0, len(wanted), defaults.SQL_IN_CHUNK):
         chunk = wanted[start:start + defaults.SQL_IN_CHUNK]
-        found.update((order.channel_order_id, order) for order in session.scalars(
-            select(Order).where(Order.account_id == account_id, Order.channel_order_id.in_(chunk))
-            .options(selectinload(Order.lines))))
+        for order in session.scalars(select(Order).where(Order.account_id == account_id, column.in_(chunk))
+                                     .options(selectinload(with_))):
+            found[getattr(order, column.key)] = order
     return found
 
 
