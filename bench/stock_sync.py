@@ -177,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     hub_connector()
-    lines = [f"Database: {args.db}. Iconic sandbox in a child process over loopback HTTP; the channel's rate limit "
-             "(10 requests/s, burst 20) applies to the hub and to the naive loop alike.", "",
+    from plugins.iconic.channel import DEFAULT_REQUESTS_PER_SECOND
+
+    lines = [f"Database: {args.db}. Iconic sandbox in a child process over loopback HTTP; the account's rate limit "
+             f"({DEFAULT_REQUESTS_PER_SECOND:g} requests/s) applies to the hub and to the naive loop alike.", "",
              "| SKUs | changed | SKUs pushed | stock writes / minimum | all requests (ratio) | naive calls / minimum | "
              "hub CPU | wall | peak RSS | check | requests |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
