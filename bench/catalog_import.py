@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -61,18 +60,8 @@ class StreamingInspecting(Inspecting):
     cost), which for the bulk result download held the whole JSONL file in this process and made
     the enumeration's peak RSS the bench's, not the plugin's. The download is counted, left streaming."""
 
-    def handle_request(self, request: Any) -> Any:
-        if "graphql" in request.url.path:
-            return super().handle_request(request)
-        response = httpx.HTTPTransport.handle_request(self, request)
-        now = time.perf_counter()
-        with self.lock:
-            self.first_at = self.first_at or now
-            self.last_at = now
-            self.requests += 1
-            if response.status_code == 429:
-                self.refused_429 += 1
-        return response
+    def inspects(self, request: Any) -> bool:
+        return "graphql" in request.url.path
 
 
 def enumerate_only(url: str, mode: str) -> tuple[int, Any, Inspecting]:

@@ -51,9 +51,15 @@ class Inspecting(httpx.HTTPTransport):
         self.first_at: float | None = None
         self.last_at = 0.0
 
+    def inspects(self, request: httpx.Request) -> bool:
+        """Whether the answer is read whole (to find THROTTLED and the charged cost)."""
+        return True
+
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = super().handle_request(request)
-        response.read()
+        inspected = self.inspects(request)
+        if inspected:
+            response.read()
         now = time.perf_counter()
         with self.lock:
             self.first_at = self.first_at or now
@@ -61,7 +67,7 @@ class Inspecting(httpx.HTTPTransport):
             self.requests += 1
             if response.status_code == 429:
                 self.refused_429 += 1
-            elif "graphql" in request.url.path:
+            elif inspected and "graphql" in request.url.path:
                 try:
                     body = json.loads(response.content)
                 except ValueError:
