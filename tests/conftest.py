@@ -14,14 +14,6 @@ POSTGRES_URL = os.environ.get("CHANNELHUB_TEST_POSTGRES_URL", "postgresql+psycop
 REDIS_URL = os.environ.get("CHANNELHUB_TEST_REDIS_URL", "redis://127.0.0.1:6379/7")
 
 
-def service_unavailable(what: str, error: Exception) -> None:
-    """Under CI a missing service is a failure, never a silent skip."""
-    message = f"{what} is not reachable: {error}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message + " (CI=true: integration tests must not skip)", pytrace=False)
-    pytest.skip(message)
-
-
 @pytest.fixture(autouse=True)
 def _fresh_process_state() -> Iterator[None]:
     """Each test starts with no plugin manager loaded and no runtime registered for follow-up work,

@@ -29,17 +29,11 @@ from hub.db import Database
 from hub.fleet import queue_name
 from hub.jobs import TERMINAL
 from hub.models import AccountStatus, ChannelAccount, Event, Organisation, SyncRun, SyncRunItem
+from tests.services import unavailable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("CHANNELHUB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("CHANNELHUB_TEST_REDIS_URL", "redis://127.0.0.1:6379/7")
-
-
-def unavailable(what: str, error: Exception) -> None:
-    message = f"{what} is not reachable: {error}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message + " (CI=true: integration tests must not skip)", pytrace=False)
-    pytest.skip(message)
 
 
 # -- databases ---------------------------------------------------------------

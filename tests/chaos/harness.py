@@ -74,6 +74,7 @@ from hub.plugins import get_plugin_manager
 from hub.sandbox import FaultMiddleware, ServedSandbox, serve
 from hub.secrets import CredentialBox
 from hub.users import create_organisation
+from tests.services import unavailable
 
 log = logging.getLogger("channelhub.chaos")
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the sandboxes' request lines would drown the figures
@@ -165,16 +166,6 @@ def restart_postgres(down_for: float = 5.0) -> float:
             time.sleep(0.5)
     engine.dispose()
     return time.monotonic() - started
-
-
-def unavailable(what: str, error: BaseException) -> None:
-    """Skip naming why; under ``CI=true`` fail instead: CI must never pass by skipping."""
-    import pytest
-
-    message = f"{what} is not reachable: {error}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message + " (CI=true: the chaos tests must not skip)", pytrace=False)
-    pytest.skip(message)
 
 
 def fault_rates(rate_5xx: float = 0.10, rate_429: float = 0.05, rate_timeout: float = 0.02,

@@ -30,7 +30,8 @@ from plugins.starshipit.sandbox import create_app as starshipit_sandbox
 from plugins.uphance.sandbox import DEFAULT_EMAIL
 from plugins.uphance.sandbox import create_app as uphance_sandbox
 
-from tests.conftest import REDIS_URL, service_unavailable
+from tests.conftest import REDIS_URL
+from tests.services import unavailable
 from tests.web.conftest import Browser, World
 
 from .helpers import built_in_plugin_manager
@@ -176,7 +177,7 @@ def redis_connection() -> Iterator[Redis]:
     try:
         connection.ping()
     except Exception as error:  # noqa: BLE001 - any failure to reach it means "not available"
-        service_unavailable("Redis", error)
+        unavailable("Redis", error)
     yield connection
     connection.close()
 

@@ -5,13 +5,10 @@ URL is not made a link. Every page also carries the CSP and anti-framing headers
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -27,20 +24,11 @@ from hub.models import (
 from web import SECURITY_HEADERS, create_app
 
 from tests.web.conftest import PASSWORD, World
+from tests.services import CHROMIUM, require_chromium
 
-CHROMIUM = os.environ.get("CHANNELHUB_CHROMIUM", "/usr/bin/chromium")
 IMG = "<img src=x onerror=alert(1)>"
 SVG = '"><svg onload=alert(2)>'
 SCRIPT = "</td><script>alert(3)</script>"
-
-
-def chromium_or_skip() -> None:
-    if shutil.which(CHROMIUM) or Path(CHROMIUM).exists():
-        return
-    message = f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message + " — CI=true: browser tests must run", pytrace=False)
-    pytest.skip(message)
 
 
 def seed_markup(hub: Hub, world: World) -> dict[str, int]:
@@ -73,7 +61,7 @@ def seed_markup(hub: Hub, world: World) -> dict[str, int]:
 
 @pytest.fixture
 def server(hub: Hub, world: World) -> Iterator[str]:
-    chromium_or_skip()
+    require_chromium()
     app = create_app(hub, {"SECRET_KEY": "xss-test"})
     httpd = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)

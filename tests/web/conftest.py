@@ -38,6 +38,7 @@ from hub.users import create_organisation, create_user
 from tests.memory_channel import MemoryPlugin
 from web import create_app
 from web.auth import new_token
+from tests.services import CHROMIUM, CHROMIUM_ARGS, require_chromium  # noqa: F401 - re-exported for the browser tests
 
 PASSWORD = "correct horse battery"
 ROLES = ("viewer", "operator", "admin")
@@ -211,22 +212,6 @@ def signed_in(app: Flask, world: World) -> Any:
 
 
 # -- live server and Chromium, for the browser journeys ------------------------------------------------
-
-CHROMIUM = os.environ.get("CHANNELHUB_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def require_chromium() -> None:
-    """Skip when Debian's Chromium is missing, except under ``CI=true``, where that is a failure."""
-    import shutil
-
-    if shutil.which(CHROMIUM) or Path(CHROMIUM).exists():
-        return
-    message = f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message + " — CI=true: browser tests must run", pytrace=False)
-    pytest.skip(message)
-
 
 @contextmanager
 def live_server(hub: Hub, *, workers: int = 2, config: dict[str, Any] | None = None) -> Iterator[str]:

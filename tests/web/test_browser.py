@@ -7,8 +7,6 @@ Screenshots go to the test's tmp folder (printed on failure).
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -22,18 +20,9 @@ from hub.jobs import FlowContext, register_flow, registered_flows, unregister_fl
 from web import create_app
 
 from .conftest import PASSWORD, World
+from tests.services import CHROMIUM, require_chromium
 
-CHROMIUM = os.environ.get("CHANNELHUB_CHROMIUM", "/usr/bin/chromium")
 ITEMS = 6
-
-
-def _chromium_or_skip() -> None:
-    if shutil.which(CHROMIUM) or Path(CHROMIUM).exists():
-        return
-    message = f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message + " — CI=true: browser tests must run", pytrace=False)
-    pytest.skip(message)
 
 
 def slow_listings(ctx: FlowContext) -> None:
@@ -57,7 +46,7 @@ def live_flow() -> Iterator[None]:
 
 @pytest.fixture
 def server(hub: Hub, world: World, live_flow: None) -> Iterator[str]:
-    _chromium_or_skip()
+    require_chromium()
     from hub.embedded import EmbeddedRuntime
 
     runtime = EmbeddedRuntime(hub.db, workers=1, tick_seconds=3600)
