@@ -143,85 +143,31 @@ class _Counting:
         return self.app(environ, counting_start)
 
 
-def _child(conn: Any, factory: Callable[[], Any], quiet: bool) -> None:
-    import logging
-
-    from hub.sandbox import serve
-
-    if quiet:
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    app = factory()
-    counting = _Counting(app)
-    if hasattr(app, "served"):
-        app.served = True
-    served = serve(counting)
-    conn.send(served.url)
-    while True:
-        try:
-            command, args = conn.recv()
-        except EOFError:
-            break
-        if command == "stop":
-            break
-        try:
-            if command == "calls":
-                with counting.lock:
-                    conn.send(("ok", (dict(counting.calls), dict(counting.statuses))))
-            elif command == "reset":
-                with counting.lock:
-                    counting.calls.clear()
-                    counting.statuses.clear()
-                conn.send(("ok", None))
-            elif command == "call":
-                function, payload = args
-                conn.send(("ok", function(app, *payload)))
-            else:
-                conn.send(("error", f"unknown command {command}"))
-        except Exception as error:  # noqa: BLE001 - reported to the parent
-            conn.send(("error", f"{type(error).__name__}: {error}"))
-    served.stop()
-
-
 class SandboxProcess:
-    """A sandbox WSGI app served over loopback HTTP by a child process.
+    """One sandbox WSGI app served over loopback HTTP by a child process (a ``SandboxGroup`` of one).
 
     ``factory`` builds the app in the child; ``call(fn, *args)`` runs ``fn(app, *args)`` there
     (seeding, reading state); ``calls()`` gives requests per (method, path) and answers per status.
     """
 
-    def __init__(self, factory: Callable[[], Any], *, quiet: bool = True) -> None:
-        context = multiprocessing.get_context("fork")
-        self._conn, child = context.Pipe()
-        self.process = context.Process(target=_child, args=(child, factory, quiet), daemon=True)
-        self.process.start()
-        self.url: str = self._conn.recv()
+    NAME = "sandbox"
 
-    def _ask(self, command: str, args: Any = None) -> Any:
-        self._conn.send((command, args))
-        status, value = self._conn.recv()
-        if status != "ok":
-            raise RuntimeError(f"sandbox {command}: {value}")
-        return value
+    def __init__(self, factory: Callable[[], Any], *, quiet: bool = True) -> None:
+        self._group = SandboxGroup(lambda: {self.NAME: factory()}, quiet=quiet)
+        self.process = self._group.process
+        self.url: str = self._group.urls[self.NAME]
 
     def call(self, function: Callable[..., Any], *args: Any) -> Any:
-        return self._ask("call", (function, args))
+        return self._group.call(self.NAME, function, *args)
 
     def calls(self) -> tuple[Counter, Counter]:
-        calls, statuses = self._ask("calls")
-        return Counter(calls), Counter(statuses)
+        return self._group.calls()[self.NAME]
 
     def reset(self) -> None:
-        self._ask("reset")
+        self._group.reset()
 
     def stop(self) -> None:
-        try:
-            self._conn.send(("stop", None))
-        except OSError:
-            pass
-        self.process.join(5)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(5)
+        self._group.stop()
 
 
 # -- a throw-away database -----------------------------------------------------------------------------
@@ -455,7 +401,7 @@ def profile_to(path: Path | None):  # type: ignore[no-untyped-def]
     return _Profile()
 
 
-# -- several sandboxes in one child process (bench/order_flow.py) ------------------------------------
+# -- sandboxes in a child process ----------------------------------------------------------------------
 
 
 def _group_child(conn: Any, factory: Callable[[], dict[str, Any]], quiet: bool) -> None:
@@ -487,6 +433,12 @@ def _group_child(conn: Any, factory: Callable[[], dict[str, Any]], quiet: bool) 
                     with wrapper.lock:
                         result[name] = (dict(wrapper.calls), dict(wrapper.statuses))
                 conn.send(("ok", result))
+            elif command == "reset":
+                for wrapper in counting.values():
+                    with wrapper.lock:
+                        wrapper.calls.clear()
+                        wrapper.statuses.clear()
+                conn.send(("ok", None))
             elif command == "call":
                 name, function, payload = args
                 conn.send(("ok", function(apps[name], *payload)))
@@ -522,6 +474,10 @@ class SandboxGroup:
 
     def calls(self) -> dict[str, tuple[Counter, Counter]]:
         return {name: (Counter(c), Counter(s)) for name, (c, s) in self._ask("calls").items()}
+
+    def reset(self) -> None:
+        """Forget the requests counted so far."""
+        self._ask("reset")
 
     def stop(self) -> None:
         try:
