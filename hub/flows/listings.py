@@ -171,16 +171,8 @@ def run(ctx: FlowContext) -> None:
         plan = _plan(ctx, session, account, rejected)
 
     channel = open_channel(account)
-    done = 0
-    ctx.progress(0, len(plan))
-    with stock.stock_session(channel):
-        for batch in channel.limits.batches(plan):
-            results = channel.push_listings([push.listing for push in batch])
-            ctx.add_api_calls(1)
-            with ctx.db.session() as session:
-                _record(session, ctx, account, batch, results, rejected)
-            done += len(batch)
-            ctx.progress(done, len(plan))
+    stock.push_in_batches(ctx, channel, plan, channel.push_listings,
+                          lambda session, batch, results: _record(session, ctx, account, batch, results, rejected))
 
     with ctx.db.session() as session:
         report_rejections(session, account, "listing.rejected", rejected, run_id=ctx.run_id, what="listing(s)",

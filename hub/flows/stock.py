@@ -248,20 +248,29 @@ def run(ctx: FlowContext) -> None:
 
     channel = open_channel(account)
     rejected: dict[str, str] = {}
-    done = 0
-    ctx.progress(0, len(plan))
-    with stock_session(channel):
-        for batch in channel.limits.batches(plan):
-            results = channel.push_stock([push.listing for push in batch])
-            ctx.add_api_calls(1)
-            with ctx.db.session() as session:
-                _record(session, ctx, account, batch, results, rejected)
-            done += len(batch)
-            ctx.progress(done, len(plan))
+    push_in_batches(ctx, channel, plan, channel.push_stock,
+                    lambda session, batch, results: _record(session, ctx, account, batch, results, rejected))
 
     with ctx.db.session() as session:
         report_rejections(session, account, "stock.rejected", rejected, run_id=ctx.run_id,
                           what="stock update(s)", advice="Check the SKUs on the marketplace; they are pushed again next run.")
+
+
+def push_in_batches(ctx: FlowContext, channel: Any, plan: list[Any], push: Callable[[list[Any]], list[Any]],
+                    record: Callable[[Session, list[Any], list[Any]], None]) -> None:
+    """Send the plan's ``.listing`` records ``max_batch`` at a time inside the channel's stock session
+    (the stock and listings flows); each batch's results are recorded in a session of their own, so
+    what was sent is kept even if a later batch fails."""
+    done = 0
+    ctx.progress(0, len(plan))
+    with stock_session(channel):
+        for batch in channel.limits.batches(plan):
+            results = push([item.listing for item in batch])
+            ctx.add_api_calls(1)
+            with ctx.db.session() as session:
+                record(session, batch, results)
+            done += len(batch)
+            ctx.progress(done, len(plan))
 
 
 def stock_session(channel: Any) -> Any:
