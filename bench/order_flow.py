@@ -282,8 +282,9 @@ class Dispatcher:
             for brand in self.brands:
                 try:
                     url = brand.url("starshipit")
-                    for order in self.client.get(f"{url}/_control/orders").json():
-                        if order.get("status") not in ("Unshipped", "Saved") or order["order_number"] in self.dispatched:
+                    waiting = self.client.get(f"{url}/_control/orders", params={"status": "Unshipped,Saved"})
+                    for order in waiting.json():
+                        if order["order_number"] in self.dispatched:
                             continue
                         self.client.post(f"{url}/_control/dispatch",
                                          json={"order_id": order["order_id"]}).raise_for_status()
@@ -470,6 +471,32 @@ def count_in_shopify(db: Any, numbers: list[str]) -> int:
                               .where(Binding.kind == bindings.DESTINATION_ORDER, Order.order_number.in_(numbers))) or 0
 
 
+def write_timeline(db: Any, path: Path, label: str, origin: float) -> None:
+    """Append every run of the configuration (seconds from the first placement) to a CSV file: where
+    workers waited and which runs were long is what the throughput figure cannot show."""
+    import csv
+
+    from sqlalchemy import select
+
+    from hub.models import SyncRun
+
+    def since(moment: Any) -> str:
+        return f"{moment.timestamp() - origin:.2f}" if moment is not None else ""
+
+    with db.session() as session:
+        rows = session.execute(select(SyncRun).where(SyncRun.flow != "catalog").order_by(SyncRun.id)).scalars().all()
+        fresh = not path.exists()
+        with path.open("a", newline="") as handle:
+            out = csv.writer(handle)
+            if fresh:
+                out.writerow(["config", "run", "account", "flow", "trigger", "status", "queued", "started",
+                              "finished", "api_calls", "counts"])
+            for run in rows:
+                out.writerow([label, run.id, run.account_id, run.flow, run.trigger, getattr(run.status, "value", run.status),
+                              since(run.queued_at), since(run.started_at), since(run.finished_at), run.api_calls,
+                              " ".join(f"{k}={v}" for k, v in sorted((run.counts or {}).items()))])
+
+
 def run_summary(db: Any) -> tuple[dict[str, int], int]:
     from sqlalchemy import func, select
 
@@ -604,6 +631,8 @@ def bench_config(args: argparse.Namespace, mode: str, latency_ms: int, accounts:
             if runtime is not None:
                 runtime.stop()
             figures.runs, figures.api_calls = run_summary(db)
+            if args.timeline and shoppers is not None and shoppers.placed:
+                write_timeline(db, Path(args.timeline), figures.label, min(shoppers.placed.values()))
             for brand in brands:
                 try:
                     for name, (calls, _) in brand.sandboxes.calls().items():
@@ -694,6 +723,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--webhook-orders", type=int, default=60, help="orders of the webhook phase (0: skip)")
     parser.add_argument("--webhook-rate", type=float, default=4.0, help="webhook orders per second (default 4)")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up on a phase after this many seconds")
+    parser.add_argument("--timeline", default=None,
+                        help="append every run (account, flow, queued/started/finished seconds) to this CSV file")
     parser.add_argument("--quick", action="store_true",
                         help="< 90 s: 40 orders, embedded and fleet, 4 accounts, 2 workers, 0 ms, 8 webhook orders")
     args = parser.parse_args(argv)

@@ -583,7 +583,12 @@ def _register_control(app: Flask, state: SandboxState) -> None:
 
     @app.get("/_control/orders")
     def orders() -> Response:
-        return jsonify([{**s.order, "tracking_status": s.tracking_status} for s in state.orders.values()])
+        """Everything the sandbox holds, or (``?status=Unshipped,Saved``) only orders in those statuses:
+        a warehouse simulator polling for work should not pull every order it already shipped."""
+        wanted = {s for s in request.args.get("status", "").split(",") if s}
+        with state.lock:
+            held = [s for s in state.orders.values() if not wanted or s.order.get("status") in wanted]
+            return jsonify([{**s.order, "tracking_status": s.tracking_status} for s in held])
 
 
 def _int_arg(name: str, default: int) -> int:

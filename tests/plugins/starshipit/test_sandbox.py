@@ -123,6 +123,17 @@ def test_dispatch_control_ships_and_tracks(sandbox: Any) -> None:
     assert track["tracking_status"] == "InTransit" and track["tracking_events"][-1]["status"] == "In Transit"
 
 
+def test_control_orders_filters_by_status(make_sandbox: Any) -> None:
+    app = make_sandbox(seed_orders=4)
+    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url=BASE_URL) as control_client:
+        everything = control_client.get("/_control/orders").json()
+        waiting = control_client.get("/_control/orders", params={"status": "Unshipped,Saved"}).json()
+        printed = control_client.get("/_control/orders", params={"status": "Printed"}).json()
+    assert len(everything) == 4
+    assert sorted(o["status"] for o in waiting) == ["Unshipped", "Unshipped"]
+    assert [o["status"] for o in printed] == ["Printed", "Printed"]
+
+
 def test_seeded_sandbox_has_shipped_and_unshipped_orders(make_sandbox: Any) -> None:
     app = make_sandbox(seed_orders=4)
     statuses = sorted(s.order["status"] for s in app.state.orders.values())
