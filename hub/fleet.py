@@ -53,6 +53,7 @@ from sqlalchemy import select
 
 from hub import defaults
 from hub.config import Config, load_config
+from hub.connections import get_connector
 from hub.db import Database
 from hub.errors import ConfigurationError, TransientError
 from hub.events import emit
@@ -416,6 +417,7 @@ def run_worker(
     connection = _redis(config.redis_url)
     _check_database(worker_database(config.database_url))
     load_builtin_flows()  # once here, so every forked work horse inherits the registry
+    get_connector()  # and the plugins, imported once: a work horse importing them per job paid ~40 ms each
     queues = [Queue(queue_name(lane, prefix), connection=connection) for lane in chosen]
     restarts = 0
     while True:
