@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from hub import defaults
 from hub.models import Binding, utcnow
 
 LISTING = "listing"
@@ -36,6 +38,18 @@ def by_internal(session: Session, account_id: int, kind: str, internal_id: str |
         Binding.account_id == account_id, Binding.kind == kind, Binding.internal_id == str(internal_id)))
 
 
+def internal_ids_bound(session: Session, account_id: int, kind: str, internal_ids: Iterable[str | int]) -> set[str]:
+    """Which of ``internal_ids`` have a binding of ``kind`` on the account: one query per
+    ``SQL_IN_CHUNK`` ids, for flows that ask about a whole batch of records."""
+    wanted = list(dict.fromkeys(str(i) for i in internal_ids))
+    bound: set[str] = set()
+    for start in range(0, len(wanted), defaults.SQL_IN_CHUNK):
+        bound.update(session.scalars(select(Binding.internal_id).where(
+            Binding.account_id == account_id, Binding.kind == kind,
+            Binding.internal_id.in_(wanted[start:start + defaults.SQL_IN_CHUNK]))))
+    return bound
+
+
 def by_external(session: Session, account_id: int, kind: str, external_id: str) -> Binding | None:
     return session.scalar(select(Binding).where(
         Binding.account_id == account_id, Binding.kind == kind, Binding.external_id == str(external_id)))
@@ -43,15 +57,15 @@ def by_external(session: Session, account_id: int, kind: str, external_id: str) 
 
 def bind(
     session: Session, account_id: int, kind: str, *, internal_id: str | int, external_id: str,
-    fingerprint: str | None = None, sent_at: datetime | None = None,
+    fingerprint: str | None = None, sent_at: datetime | None = None, new: bool = False,
 ) -> None:
     """Record (or refresh) the binding; if another worker bound it first, theirs stands unchanged.
 
     A lost race never rolls back the caller's transaction: the insert is ON CONFLICT DO NOTHING, one
     round trip where a savepoint around it took three (a binding is written for every order at
-    every step).
+    every step). ``new=True`` says the caller has just seen there is none (one lookup saved).
     """
-    existing = by_internal(session, account_id, kind, internal_id)
+    existing = None if new else by_internal(session, account_id, kind, internal_id)
     if existing is not None:
         existing.external_id = str(external_id)
         existing.fingerprint = fingerprint if fingerprint is not None else existing.fingerprint

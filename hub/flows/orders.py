@@ -648,7 +648,9 @@ def route_batch(ctx: FlowContext, account_id: int, target: Target, order_ids: li
         lock_for_remote_call(session, Order, order_ids)
         account = session.get(ChannelAccount, account_id)
         assert account is not None
-        todo = _prepare_batch(ctx, session, account, target, order_ids, outgoing, failed)
+        loaded = load_orders(session, order_ids)  # noqa: F841 - held: the identity map keeps weak references
+        reached_before = bindings.internal_ids_bound(session, target.account_id, target.kind, order_ids)
+        todo = _prepare_batch(ctx, session, account, target, order_ids, outgoing, failed, reached_before)
         if not todo:
             return None
         if target.problem or target.channel is None:
@@ -662,6 +664,7 @@ def route_batch(ctx: FlowContext, account_id: int, target: Target, order_ids: li
             return _batch_failed(ctx, session, account, todo, refused, failed)
         except ChannelError as error:
             return _batch_failed(ctx, session, account, todo, error, failed)
+        variants = _load_variants(session, todo) if target.kind == bindings.DESTINATION_ORDER else []  # noqa: F841 - held
         for order in todo:
             result = results.get(order.order_number)
             if result is None:
@@ -681,14 +684,14 @@ def route_batch(ctx: FlowContext, account_id: int, target: Target, order_ids: li
 
 
 def _prepare_batch(ctx: FlowContext, session: Session, account: ChannelAccount, target: Target, order_ids: list[int],
-                   outgoing: dict[int, canonical.Order], failed: set[int]) -> list[Order]:
+                   outgoing: dict[int, canonical.Order], failed: set[int], reached_before: set[str]) -> list[Order]:
     """The orders of the batch this target still has to receive, each with its outgoing form."""
     todo = []
     for order_id in order_ids:
         order = session.get(Order, order_id)
         if order is None or not _unfinished(order) or not target.applies_to(order):
             continue  # cancelled or routed by another worker meanwhile, or not for this target
-        if bindings.by_internal(session, target.account_id, target.kind, order.id) is not None:
+        if str(order.id) in reached_before:
             continue  # reached on an earlier run
         if is_held(order) and not _release_if_covered(ctx, session, account, order):
             failed.add(order.id)  # held by the oversell policy: waits, quietly
@@ -733,9 +736,32 @@ def _batch_failed(ctx: FlowContext, session: Session, account: ChannelAccount, o
     return StopRouting(str(error)) if isinstance(error, AuthError) else None
 
 
+def load_orders(session: Session, order_ids: Iterable[int]) -> list[Order]:
+    """The orders with their lines and shipments, a few queries per ``SQL_IN_CHUNK`` ids, so that
+    ``session.get`` and the relationships of a batch cost no round trip each. Hold the list: the
+    session's identity map keeps only weak references."""
+    ids = sorted(set(order_ids))
+    loaded: list[Order] = []
+    for start in range(0, len(ids), defaults.SQL_IN_CHUNK):
+        loaded.extend(session.scalars(select(Order).where(Order.id.in_(ids[start:start + defaults.SQL_IN_CHUNK]))
+                                      .options(selectinload(Order.lines), selectinload(Order.fulfilments))))
+    return loaded
+
+
+def _load_variants(session: Session, orders: list[Order]) -> list[Variant]:
+    """The variants the orders' lines sell, with product and stock levels (for ``mirror_sale``)."""
+    ids = sorted({line.variant_id for order in orders for line in order.lines if line.variant_id is not None})
+    loaded: list[Variant] = []
+    for start in range(0, len(ids), defaults.SQL_IN_CHUNK):
+        loaded.extend(session.scalars(select(Variant).where(Variant.id.in_(ids[start:start + defaults.SQL_IN_CHUNK]))
+                                      .options(selectinload(Variant.product), selectinload(Variant.stock_levels))))
+    return loaded
+
+
 def record_route(session: Session, order: Order, target: Target, external_id: str) -> None:
     """The binding that says the target has the order (recorded only after it accepted the order)."""
-    bindings.bind(session, target.account_id, target.kind, internal_id=order.id, external_id=external_id, sent_at=utcnow())
+    bindings.bind(session, target.account_id, target.kind, internal_id=order.id, external_id=external_id, sent_at=utcnow(),
+                  new=True)  # route_batch saw none, under the rows' lock
     if target.kind == bindings.DESTINATION_ORDER:
         order.destination_account_id = target.account_id
         mirror_sale(session, order, target.account_id)
@@ -773,6 +799,8 @@ def finish_routing(ctx: FlowContext, account_id: int, order_ids: list[int], targ
     with ctx.db.session() as session:
         account = session.get(ChannelAccount, account_id)
         assert account is not None
+        loaded = load_orders(session, [order_id for order_id in order_ids if order_id not in failed])  # noqa: F841 - held
+        bound = {(t.account_id, t.kind): bindings.internal_ids_bound(session, t.account_id, t.kind, order_ids) for t in targets}
         for order_id in order_ids:
             order = session.get(Order, order_id)
             if order_id in failed or order is None:
@@ -782,7 +810,7 @@ def finish_routing(ctx: FlowContext, account_id: int, order_ids: list[int], targ
             if not (_unfinished(order) or (order.status == OrderStatus.THIRD_PARTY_MANAGED and order_id in reached_now)):
                 continue
             wanted = [t for t in targets if t.applies_to(order)]
-            reached = [t for t in wanted if bindings.by_internal(session, t.account_id, t.kind, order.id) is not None]
+            reached = [t for t in wanted if str(order.id) in bound[(t.account_id, t.kind)]]
             if not wanted or len(reached) < len(wanted):
                 continue
             if order.destination_account_id is None:
