@@ -185,6 +185,23 @@ def test_partial_shipments_take_the_remaining_line_ids_and_confirm_at_the_end(or
     assert ordershub.the_order(scene.marketplace, "1001").status is OrderStatus.CONFIRMED
 
 
+def test_a_shipment_stored_meanwhile_by_another_run_keeps_none_of_the_others_out(ordershub: OrdersHub,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    scene = routed(ordershub)
+    first = ordershub.ship(scene.dest, "1001", tracking="AP0000000001", lines=[FulfilmentLine("TEE-1", 1)])
+    ordershub.run(scene.marketplace, "fulfilment")
+    second = ordershub.ship(scene.dest, "1001", tracking="AP0000000002", lines=[FulfilmentLine("TEE-2", 1)])
+    # As if the first were stored by a concurrent run after this one read the order's shipments:
+    # the batch insert meets the unique key and falls back to one insert each.
+    monkeypatch.setattr(fulfilment_flow, "_has_shipment", lambda order, shipment: False)
+    source = fulfilment_flow.Source(scene.destination, "Shopify", None, None)
+
+    fulfilment_flow.store_shipments(_Context(ordershub.db), scene.marketplace, source, [first, second, second])
+
+    order = ordershub.the_order(scene.marketplace, "1001")
+    assert sorted(row.tracking_number for row in ordershub.fulfilments(order.id)) == ["AP0000000001", "AP0000000002"]
+
+
 def test_shipments_come_from_the_fulfilment_account_too_and_count_once(ordershub: OrdersHub) -> None:
     scene = routed(ordershub, fulfilment=True)
     assert scene.ship is not None

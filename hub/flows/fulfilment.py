@@ -30,9 +30,9 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
-from hub import bindings, carrier_maps, cursors
+from hub import bindings, carrier_maps, cursors, defaults
 from hub import records as canonical
 from hub.channel import Channel, Role
 from hub.connections import get_connector, open_channel
@@ -42,7 +42,7 @@ from hub.events import emit
 from hub.flows.orders import (SENT_SHIPMENT, advance_cursor, canonical_order, lock_for_remote_call, lock_row, orders_by,
                               settle_shipped)
 from hub.jobs import FlowContext, register_flow
-from hub.models import AccountStatus, ChannelAccount, Fulfilment, Order, OrderStatus, utcnow
+from hub.models import AccountStatus, CarrierMap, ChannelAccount, Fulfilment, Order, OrderStatus, utcnow
 from hub.scheduling import aware
 
 log = logging.getLogger("channelhub.flows.fulfilment")
@@ -128,6 +128,8 @@ def store_shipments(ctx: FlowContext, account_id: int, source: Source, shipments
     """Record the shipments of this account's orders (once each) and move the source's cursor."""
     newest: datetime | None = None
     others = 0
+    fresh: list[tuple[Order, canonical.Fulfilment]] = []
+    taken: set[tuple[int, str]] = set()
     with ctx.db.session() as session:
         lock_row(session, ChannelAccount, account_id)  # one batch per account at a time; opens SQLite's transaction
         orders = orders_by(session, account_id, Order.order_number, (s.order_number for s in shipments),
@@ -140,18 +142,25 @@ def store_shipments(ctx: FlowContext, account_id: int, source: Source, shipments
             if order is None:
                 others += 1  # an order of another channel (or a web-shop order): not ours to write back
                 continue
-            _store_one(session, source, order, shipment)
+            key = (order.id, shipment_key(shipment))
+            if key not in taken and not _has_shipment(order, shipment):  # a pull may list a shipment twice
+                taken.add(key)
+                fresh.append((order, shipment))
+        _insert_rows(session, source, fresh)
         if newest is not None:
             advance_cursor(session, account_id, STREAM_PREFIX + str(source.account_id), newest)
     if others:
         log.info("%d shipment(s) from %s belong to no order of account %s", others, source.name, account_id)
 
 
-def _store_one(session: Session, source: Source, order: Order, shipment: canonical.Fulfilment) -> None:
+def _has_shipment(order: Order, shipment: canonical.Fulfilment) -> bool:
     key = shipment_key(shipment)
-    if any(stored.external_id == key for stored in order.fulfilments):
-        return
-    row = Fulfilment(
+    return any(stored.external_id == key for stored in order.fulfilments)
+
+
+def _new_row(source: Source, order: Order, shipment: canonical.Fulfilment) -> Fulfilment:
+    key = shipment_key(shipment)
+    return Fulfilment(
         order_id=order.id, source_account_id=source.account_id, external_id=key, carrier=shipment.carrier or "",
         service=shipment.service, tracking_number=shipment.tracking_number or "", tracking_url=shipment.tracking_url,
         shipped_at=_aware(shipment.shipped_at),
@@ -160,14 +169,33 @@ def _store_one(session: Session, source: Source, order: Order, shipment: canonic
         status=SKIPPED if order.third_party_managed else PENDING,
         error="Third Party Managed: never written back to the marketplace" if order.third_party_managed else None,
     )
+
+
+def _insert_rows(session: Session, source: Source, fresh: list[tuple[Order, canonical.Fulfilment]]) -> None:
+    """Insert the new shipments in one flush; if one was stored meanwhile (a concurrent run), each on
+    its own, so the others still go in."""
+    if not fresh:
+        return
+    try:
+        with session.begin_nested():
+            session.add_all([_new_row(source, order, shipment) for order, shipment in fresh])
+            session.flush()
+        stored = [order for order, _ in fresh]
+    except IntegrityError:
+        stored = [order for order, shipment in fresh if _insert_one(session, _new_row(source, order, shipment))]
+    for order in stored:
+        if order.status in (OrderStatus.IMPORTED, OrderStatus.ROUTED):
+            order.status = OrderStatus.FULFILLED
+
+
+def _insert_one(session: Session, row: Fulfilment) -> bool:
     try:
         with session.begin_nested():
             session.add(row)
             session.flush()
     except IntegrityError:  # a concurrent run stored it first
-        return
-    if order.status in (OrderStatus.IMPORTED, OrderStatus.ROUTED):
-        order.status = OrderStatus.FULFILLED
+        return False
+    return True
 
 
 def shipment_key(shipment: canonical.Fulfilment) -> str:
@@ -245,8 +273,12 @@ def send_batch(ctx: FlowContext, account_id: int, fulfilment_ids: list[int], cha
         lock_for_remote_call(session, Fulfilment, fulfilment_ids)
         account = session.get(ChannelAccount, account_id)
         assert account is not None
+        rows = _load_rows(session, fulfilment_ids)  # noqa: F841 - held: the identity map keeps weak references
+        sent_before = bindings.internal_ids_bound(session, account.id, bindings.FULFILMENT_SENT, fulfilment_ids)
+        carriers = _CarrierCache(session, account)
         taken: set[str] = set()  # line ids claimed by earlier shipments of the same order in this batch
-        ready = [o for o in (_prepare(ctx, session, account, i, taken) for i in fulfilment_ids) if o is not None]
+        ready = [o for o in (_prepare(ctx, session, account, i, taken, sent_before, carriers) for i in fulfilment_ids)
+                 if o is not None]
         if not ready:
             return
         pairs = [(canonical_order(outgoing.order), outgoing.record) for outgoing in ready]
@@ -265,14 +297,19 @@ def send_batch(ctx: FlowContext, account_id: int, fulfilment_ids: list[int], cha
 
 
 def _prepare(ctx: FlowContext, session: Session, account: ChannelAccount, fulfilment_id: int,
-             taken: set[str] | None = None) -> Outgoing | None:
-    """The locked row as a shipment to send, or None when it is settled here (sent, cancelled, invalid)."""
+             taken: set[str] | None = None, sent_before: set[str] | None = None,
+             carriers: _CarrierCache | None = None) -> Outgoing | None:
+    """The locked row as a shipment to send, or None when it is settled here (sent, cancelled, invalid).
+
+    ``sent_before`` (the batch's ids with a FULFILMENT_SENT binding) and ``carriers`` spare a batch
+    a lookup per shipment."""
     row = session.get(Fulfilment, fulfilment_id)
     assert row is not None
     order = row.order
     if row.status not in (PENDING, ERROR):
         return None  # another worker sent it while we waited
-    if bindings.by_internal(session, account.id, bindings.FULFILMENT_SENT, row.id) is not None:
+    if (str(row.id) in sent_before if sent_before is not None
+            else bindings.by_internal(session, account.id, bindings.FULFILMENT_SENT, row.id) is not None):
         row.status, row.error = SENT, None  # sent before, the status update was lost: repair it
         return None
     if order.status == OrderStatus.CANCELLED:
@@ -281,7 +318,7 @@ def _prepare(ctx: FlowContext, session: Session, account: ChannelAccount, fulfil
         return None
     try:
         carrier_maps.validate_tracking(row.tracking_number)
-        mapping = carrier_maps.lookup(session, account, row.carrier)
+        mapping = carriers.lookup(row.carrier) if carriers is not None else carrier_maps.lookup(session, account, row.carrier)
     except ValidationError as error:
         _failed(ctx, session, account, order, row, _first_message(error), "rejected", error.field)
         return None
@@ -295,6 +332,30 @@ def _prepare(ctx: FlowContext, session: Session, account: ChannelAccount, fulfil
     return Outgoing(row, order, mapping.channel_carrier, record)
 
 
+def _load_rows(session: Session, fulfilment_ids: list[int]) -> list[Fulfilment]:
+    """The batch's shipments with their orders, order lines and the orders' other shipments."""
+    loaded: list[Fulfilment] = []
+    for start in range(0, len(fulfilment_ids), defaults.SQL_IN_CHUNK):
+        chunk = fulfilment_ids[start:start + defaults.SQL_IN_CHUNK]
+        loaded.extend(session.scalars(select(Fulfilment).where(Fulfilment.id.in_(chunk)).options(
+            selectinload(Fulfilment.order).selectinload(Order.lines),
+            selectinload(Fulfilment.order).selectinload(Order.fulfilments))))
+    return loaded
+
+
+class _CarrierCache:
+    """``carrier_maps.lookup`` once per carrier name in a batch (a batch's shipments share a few carriers)."""
+
+    def __init__(self, session: Session, account: ChannelAccount) -> None:
+        self.session, self.account = session, account
+        self.found: dict[str, CarrierMap] = {}
+
+    def lookup(self, carrier: str) -> CarrierMap:
+        if carrier not in self.found:
+            self.found[carrier] = carrier_maps.lookup(self.session, self.account, carrier)
+        return self.found[carrier]
+
+
 def _record(ctx: FlowContext, session: Session, account: ChannelAccount, outgoing: Outgoing,
             result: canonical.ItemResult) -> None:
     """Acceptance: binding, status, event and run item; a refusal: kept unsent and reported."""
@@ -304,7 +365,8 @@ def _record(ctx: FlowContext, session: Session, account: ChannelAccount, outgoin
                 "failed" if result.retryable else "rejected", result.field)
         return
     bindings.bind(session, account.id, bindings.FULFILMENT_SENT, internal_id=row.id,
-                  external_id=f"{order.channel_order_id}/{row.external_id}", sent_at=utcnow())
+                  external_id=f"{order.channel_order_id}/{row.external_id}", sent_at=utcnow(),
+                  new=True)  # _prepare found none, under the row's lock
     row.status, row.error = SENT, None
     row.lines = [{"sku": line.sku, "quantity": line.quantity, "channel_line_ids": line.channel_line_ids}
                  for line in outgoing.record.lines]
