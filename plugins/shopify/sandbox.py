@@ -62,6 +62,7 @@ API_VERSION = "2026-07"
 MAX_PAGE_SIZE = 250
 MAX_QUERY_COST = 1000
 MUTATION_COST = 10
+DOCUMENT_CACHE_SIZE = 256  # distinct query texts kept parsed and validated
 QUANTITY_NAMES = ("available", "on_hand", "committed", "reserved", "incoming", "damaged",
                   "quality_control", "safety_stock")
 ALL_SCOPES = ("read_products", "read_inventory", "write_inventory", "read_locations", "read_orders",
@@ -1529,6 +1530,7 @@ class GraphQLEndpoint:
     def __init__(self, state: ShopState, schema: GraphQLSchema) -> None:
         self.state = state
         self.schema = schema
+        self._documents: dict[str, tuple[DocumentNode | None, list[dict[str, Any]]]] = {}
 
     def handle(self, version: str) -> Response:
         settings = self.state.settings
@@ -1540,19 +1542,32 @@ class GraphQLEndpoint:
         if not isinstance(body, dict) or not isinstance(body.get("query"), str):
             return _reply(400, {"errors": "Parameter Missing or Invalid: query"})
         variables = body.get("variables") or {}
-        try:
-            document = parse(body["query"])
-        except GraphQLError as error:
-            return _reply(200, {"errors": [error.formatted]})
-        invalid = validate(self.schema, document)
-        if invalid:
-            return _reply(200, {"errors": [error.formatted for error in invalid]})
+        document, problems = self._checked(body["query"])
+        if document is None:
+            return _reply(200, {"errors": problems})
         operation = next(d for d in document.definitions if isinstance(d, OperationDefinitionNode))
         missing = self._missing_scope(operation)
         if missing:
             return _reply(403, {"errors": f"[API] This action requires merchant approval for {missing} scope."})
         with self.state.lock:
             return self._execute(document, operation, variables)
+
+    def _checked(self, query: str) -> tuple[DocumentNode | None, list[dict[str, Any]]]:
+        """The parsed and validated document, or None and the errors. Clients send the same few query
+        texts with different variables, so each text is checked once (as GraphQL servers cache
+        documents); parsing and validating was most of the sandbox's CPU per orderCreate."""
+        known = self._documents.get(query)
+        if known is None:
+            try:
+                document = parse(query)
+            except GraphQLError as error:
+                return None, [error.formatted]
+            invalid = validate(self.schema, document)
+            known = (None, [error.formatted for error in invalid]) if invalid else (document, [])
+            if len(self._documents) >= DOCUMENT_CACHE_SIZE:
+                self._documents.clear()
+            self._documents[query] = known
+        return known
 
     def _missing_scope(self, operation: OperationDefinitionNode) -> str | None:
         granted = set(self.state.settings.scopes)

@@ -88,6 +88,16 @@ def test_inventory_mutations_need_the_idempotent_directive(channel: Any) -> None
             {"i": {"name": "available", "reason": "restock", "changes": []}}, "inventoryAdjustQuantities")
 
 
+def test_a_query_text_sent_again_is_checked_the_same_way(channel: Any) -> None:
+    # The sandbox keeps each query text parsed and validated: a repeat must answer as the first did.
+    for _ in range(2):
+        assert channel.client.query(SHOP)["shop"]["name"] == "Channelhub Demo"
+        with pytest.raises(ContractError, match="Cannot query field 'nonsense'"):
+            channel.client.query("query { shop { nonsense } }")
+        with pytest.raises(ContractError, match="Syntax Error"):
+            channel.client.query("query { shop { name }")
+
+
 def test_bad_variables_are_a_rejected_item(channel: Any) -> None:
     with pytest.raises(RejectedItem, match="countryCode"):
         channel.client.mutate(
