@@ -25,6 +25,7 @@ ORDER_IMPORT = "order_import"
 DESTINATION_ORDER = "destination_order"
 FULFILMENT_ORDER = "fulfilment_order"
 FULFILMENT_SENT = "fulfilment_sent"
+INSERT_ROWS = 100  # bindings per multi-row INSERT
 
 
 def fingerprint(payload: Any) -> str:
@@ -57,25 +58,48 @@ def by_external(session: Session, account_id: int, kind: str, external_id: str) 
 
 def bind(
     session: Session, account_id: int, kind: str, *, internal_id: str | int, external_id: str,
-    fingerprint: str | None = None, sent_at: datetime | None = None, new: bool = False,
+    fingerprint: str | None = None, sent_at: datetime | None = None,
 ) -> None:
     """Record (or refresh) the binding; if another worker bound it first, theirs stands unchanged.
 
     A lost race never rolls back the caller's transaction: the insert is ON CONFLICT DO NOTHING, one
     round trip where a savepoint around it took three (a binding is written for every order at
-    every step). ``new=True`` says the caller has just seen there is none (one lookup saved).
+    every step).
     """
-    existing = None if new else by_internal(session, account_id, kind, internal_id)
+    existing = by_internal(session, account_id, kind, internal_id)
     if existing is not None:
         existing.external_id = str(external_id)
         existing.fingerprint = fingerprint if fingerprint is not None else existing.fingerprint
         existing.last_sent_at = sent_at or existing.last_sent_at
         existing.last_error = None
         return
-    now = utcnow()
-    row = {"account_id": account_id, "kind": kind, "internal_id": str(internal_id), "external_id": str(external_id),
-           "fingerprint": fingerprint, "last_sent_at": sent_at, "created_at": now, "updated_at": now}
-    session.execute(_insert(session).values(row).on_conflict_do_nothing())
+    new = NewBindings(session, account_id, kind)
+    new.add(internal_id, external_id, fingerprint=fingerprint, sent_at=sent_at)
+    new.write()
+
+
+class NewBindings:
+    """Bindings a batch has just earned, written as one ``INSERT ... ON CONFLICT DO NOTHING``.
+
+    For records the caller has just seen unbound (under their rows' lock): a batch of 100 orders or
+    shipments then costs one round trip, not 100. Call ``write()`` before the session commits.
+    """
+
+    def __init__(self, session: Session, account_id: int, kind: str) -> None:
+        self.session, self.account_id, self.kind = session, account_id, kind
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, internal_id: str | int, external_id: str, *, fingerprint: str | None = None,
+            sent_at: datetime | None = None) -> None:
+        now = utcnow()
+        self.rows.append({"account_id": self.account_id, "kind": self.kind, "internal_id": str(internal_id),
+                          "external_id": str(external_id), "fingerprint": fingerprint, "last_sent_at": sent_at,
+                          "created_at": now, "updated_at": now})
+
+    def write(self) -> None:
+        for start in range(0, len(self.rows), INSERT_ROWS):  # 8 parameters a row: within old SQLite's 999
+            self.session.execute(_insert(self.session).values(self.rows[start:start + INSERT_ROWS]).on_conflict_do_nothing())
+        self.rows = []
 
 
 def _insert(session: Session) -> Any:

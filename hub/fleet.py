@@ -57,6 +57,7 @@ from hub.connections import get_connector
 from hub.db import Database
 from hub.errors import ConfigurationError, TransientError
 from hub.events import emit
+from hub.http import shared_ssl_context
 from hub.jobs import (
     PENDING,
     WEBHOOK,
@@ -418,6 +419,7 @@ def run_worker(
     _check_database(worker_database(config.database_url))
     load_builtin_flows()  # once here, so every forked work horse inherits the registry
     get_connector()  # and the plugins, imported once: a work horse importing them per job paid ~40 ms each
+    shared_ssl_context()  # and the CA bundle, loaded once (~10 ms per job otherwise)
     queues = [Queue(queue_name(lane, prefix), connection=connection) for lane in chosen]
     restarts = 0
     while True:

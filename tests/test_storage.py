@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hub import migrate
+from hub import bindings, migrate
 from hub.db import Database, make_engine
 from hub.events import emit
 from hub.models import (
@@ -139,6 +139,24 @@ def test_bindings_are_unique_both_ways(database: Database, organisation: Organis
     with database.session() as session:
         count = session.scalar(select(func.count()).select_from(Binding).where(Binding.account_id == account_id))
     assert count == 2
+
+
+def test_new_bindings_go_in_together_and_a_binding_made_first_elsewhere_stands(database: Database,
+                                                                              organisation: Organisation) -> None:
+    with database.session() as session:
+        account_id = _account(session, organisation.id).id
+        session.add(Binding(account_id=account_id, kind="destination_order", external_id="THEIRS", internal_id="5"))
+    with database.session() as session:
+        new = bindings.NewBindings(session, account_id, "destination_order")
+        for internal_id in range(1, 251):  # more than one multi-row INSERT
+            new.add(internal_id, f"D{internal_id}")
+        new.write()
+        assert new.rows == []
+
+    with database.session() as session:
+        assert len(bindings.internal_ids_bound(session, account_id, "destination_order", range(1, 300))) == 250
+        assert bindings.by_internal(session, account_id, "destination_order", 5).external_id == "THEIRS"
+        assert bindings.by_internal(session, account_id, "destination_order", 250).external_id == "D250"
 
 
 def test_an_order_is_imported_once_per_account(database: Database, organisation: Organisation) -> None:

@@ -292,8 +292,10 @@ def send_batch(ctx: FlowContext, account_id: int, fulfilment_ids: list[int], cha
             ctx.add_api_calls(1)
         if len(results) != len(ready):
             raise ContractError(f"send_fulfilments returned {len(results)} results for {len(ready)} shipments")
+        accepted = bindings.NewBindings(session, account.id, bindings.FULFILMENT_SENT)  # _prepare saw none, under the lock
         for outgoing, result in zip(ready, results):
-            _record(ctx, session, account, outgoing, result)
+            _record(ctx, session, account, outgoing, result, accepted)
+        accepted.write()
 
 
 def _prepare(ctx: FlowContext, session: Session, account: ChannelAccount, fulfilment_id: int,
@@ -357,16 +359,18 @@ class _CarrierCache:
 
 
 def _record(ctx: FlowContext, session: Session, account: ChannelAccount, outgoing: Outgoing,
-            result: canonical.ItemResult) -> None:
+            result: canonical.ItemResult, accepted: bindings.NewBindings | None = None) -> None:
     """Acceptance: binding, status, event and run item; a refusal: kept unsent and reported."""
     row, order = outgoing.row, outgoing.order
     if not result.ok:
         _failed(ctx, session, account, order, row, f"{account.name} refused it: {result.message}",
                 "failed" if result.retryable else "rejected", result.field)
         return
-    bindings.bind(session, account.id, bindings.FULFILMENT_SENT, internal_id=row.id,
-                  external_id=f"{order.channel_order_id}/{row.external_id}", sent_at=utcnow(),
-                  new=True)  # _prepare found none, under the row's lock
+    alone = accepted is None  # send_one: written at once; a batch writes its bindings together
+    accepted = accepted or bindings.NewBindings(session, account.id, bindings.FULFILMENT_SENT)
+    accepted.add(row.id, f"{order.channel_order_id}/{row.external_id}", sent_at=utcnow())
+    if alone:
+        accepted.write()
     row.status, row.error = SENT, None
     row.lines = [{"sku": line.sku, "quantity": line.quantity, "channel_line_ids": line.channel_line_ids}
                  for line in outgoing.record.lines]

@@ -665,6 +665,7 @@ def route_batch(ctx: FlowContext, account_id: int, target: Target, order_ids: li
         except ChannelError as error:
             return _batch_failed(ctx, session, account, todo, error, failed)
         variants = _load_variants(session, todo) if target.kind == bindings.DESTINATION_ORDER else []  # noqa: F841 - held
+        accepted = bindings.NewBindings(session, target.account_id, target.kind)  # route_batch saw none, under the lock
         for order in todo:
             result = results.get(order.order_number)
             if result is None:
@@ -678,8 +679,9 @@ def route_batch(ctx: FlowContext, account_id: int, target: Target, order_ids: li
                 _routing_failed(ctx, session, account, order, refused)
                 failed.add(order.id)
             else:
-                record_route(session, order, target, result.external_id or order.order_number)
+                record_route(session, order, target, result.external_id or order.order_number, accepted)
                 reached.add(order.id)
+        accepted.write()
     return None
 
 
@@ -758,10 +760,10 @@ def _load_variants(session: Session, orders: list[Order]) -> list[Variant]:
     return loaded
 
 
-def record_route(session: Session, order: Order, target: Target, external_id: str) -> None:
+def record_route(session: Session, order: Order, target: Target, external_id: str,
+                 accepted: bindings.NewBindings) -> None:
     """The binding that says the target has the order (recorded only after it accepted the order)."""
-    bindings.bind(session, target.account_id, target.kind, internal_id=order.id, external_id=external_id, sent_at=utcnow(),
-                  new=True)  # route_batch saw none, under the rows' lock
+    accepted.add(order.id, external_id, sent_at=utcnow())
     if target.kind == bindings.DESTINATION_ORDER:
         order.destination_account_id = target.account_id
         mirror_sale(session, order, target.account_id)
