@@ -17,6 +17,7 @@ from hub.hookspecs import hookimpl
 from hub.locks import LocalLocks
 from sqlalchemy import select
 
+from hub.channel import Limits
 from hub.models import AccountStatus, Order, OrderStatus, RunStatus, utcnow
 from hub.records import ItemResult
 from tests.flows_fixtures_b import FullMemoryChannel, OrdersHub, extra, ordershub  # noqa: F401
@@ -444,6 +445,24 @@ def test_orders_go_to_a_batch_import_in_batches(ordershub: OrdersHub, pushes: li
     assert scene.dest.batch_sizes == [10, 10, 3]  # the channel's max_batch
     assert report.counts == {"ok": 46}
     assert len(ordershub.bindings(scene.destination, bindings.DESTINATION_ORDER)) == 23
+
+
+def _target(kind: str, channel_class: type, max_batch: int) -> orders_flow.Target:
+    sized = type(f"Sized{max_batch}", (channel_class,), {"limits": Limits(max_batch=max_batch, requests_per_second=100,
+                                                                            burst=100, documented="test")})
+    return orders_flow.Target(kind, 1, "target", channel=sized.__new__(sized))  # batch_size reads only the class
+
+
+def test_routing_moves_a_backlog_through_every_target_at_the_smallest_batch() -> None:
+    shopify_like = _target(bindings.DESTINATION_ORDER, FullMemoryChannel, 250)
+    starshipit_like = _target(bindings.FULFILMENT_ORDER, FullMemoryChannel, 50)
+    one_at_a_time = _target(bindings.DESTINATION_ORDER, MemoryChannel, 100)  # no create_orders: batch of 1
+
+    # The warehouse gets the first 50 orders after 50 orderCreates, not 250; each target's batches stay full.
+    assert orders_flow.routing_chunk([shopify_like, starshipit_like]) == 50
+    assert orders_flow.routing_chunk([one_at_a_time, starshipit_like]) == 50
+    assert orders_flow.routing_chunk([shopify_like]) == 250
+    assert orders_flow.routing_chunk([one_at_a_time]) == 1
 
 
 def test_an_order_cancelled_before_it_was_routed_is_never_routed(ordershub: OrdersHub, pushes: list) -> None:

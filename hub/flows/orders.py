@@ -615,7 +615,7 @@ def route_waiting(ctx: FlowContext, account_id: int, *, only: Iterable[int] | No
     outgoing: dict[int, canonical.Order] = {}  # the transformed order, built once per run
     failed: set[int] = set()
     reached: set[int] = set()  # orders a target accepted in this run
-    chunk = max(target.batch_size for target in targets)
+    chunk = routing_chunk(targets)
     for first in range(0, len(waiting), chunk):
         orders = waiting[first:first + chunk]
         stop = _route_chunk(ctx, account_id, targets, orders, outgoing, failed, reached)
@@ -624,6 +624,15 @@ def route_waiting(ctx: FlowContext, account_id: int, *, only: Iterable[int] | No
             raise stop  # the runtime defers the run; what was routed stays routed
         if stop is not None:
             return
+
+
+def routing_chunk(targets: list[Target]) -> int:
+    """How many orders go through every target before the next ones: the smallest batch a target
+    takes, so each target still gets full batches and the last one (the warehouse) gets the first
+    orders of a backlog after one such batch, not after the first target's largest batch (Shopify
+    250, Starshipit 50: the warehouse started picking 250 orderCreates later)."""
+    batched = [target.batch_size for target in targets if target.batch_size > 1]
+    return min(batched) if batched else 1
 
 
 def _route_chunk(ctx: FlowContext, account_id: int, targets: list[Target], order_ids: list[int],
