@@ -81,6 +81,10 @@ ITEM_FLUSH_BATCH = 200
 # A flow handing over many outcomes at once (RunRecorder.items: a catalogue import's, after its commit)
 # writes them this many rows per flush: each flush is a transaction and a run-row update.
 ITEM_BULK_BATCH = 5000
+# A run that has worked this long stops at its next safe point (after a batch) when other runs wait
+# for a worker, and a continuation goes to the back of the queue: a 250-shipment write-back at 50 ms
+# a request no longer holds a worker for 25 s while other accounts' runs, or a webhook, wait.
+RUN_SLICE_SECONDS = 5.0
 # How long RQ keeps a finished job's result; the SyncRun row is the lasting record.
 JOB_RESULT_TTL = 24 * 60 * 60
 

@@ -174,7 +174,13 @@ class EmbeddedRuntime:
             retries_left=self.retries - task.retries_used,
             busy_delay=self.busy_delay,
             params=task.params,
+            others_waiting=self._others_waiting,
         )
+
+    def _others_waiting(self) -> bool:
+        """A task is due and every worker is busy: a long run should give its thread a turn."""
+        with self._cond:
+            return bool(self._heap) and self._heap[0].due <= time.monotonic() and self._active >= self.workers
 
     def _settle(self, task: _Task, outcome: Outcome) -> None:
         """Put the task back on the heap when the verdict asks for another go."""

@@ -297,6 +297,32 @@ class FlowContext:
     attempt: int
     params: dict[str, Any]
     recorder: RunRecorder = field(repr=False)
+    # Does other work wait for a worker? The executor's answer (None: never yield).
+    others_waiting: WaitingProbe | None = field(default=None, repr=False)
+    started: float = field(default_factory=time.monotonic, repr=False)
+    continued: bool = False
+
+    def time_to_yield(self) -> bool:
+        """True once the run has had its slice (``RUN_SLICE_SECONDS``) and other runs wait for a worker.
+
+        A flow asks at safe points (after a batch is recorded); on True it calls ``continue_later()``
+        and returns. The run ends ok and a continuation goes to the back of the queue, so one long
+        write-back or backlog holds a worker for a slice, not for minutes, while other accounts wait.
+        Webhook runs never yield: they are one customer's orders, and short.
+        """
+        if self.others_waiting is None or self.trigger == WEBHOOK:
+            return False
+        if time.monotonic() - self.started < defaults.RUN_SLICE_SECONDS:
+            return False
+        try:
+            return bool(self.others_waiting())
+        except Exception:  # a probe that fails (Redis hiccup) must not stop the flow: keep going
+            log.warning("could not tell whether other runs wait; run %s goes on", self.run_id, exc_info=True)
+            return False
+
+    def continue_later(self) -> None:
+        """The flow stopped at a safe point with work left: queue the same flow again when this run ends."""
+        self.continued = True
 
     def item(self, key: str, outcome: str, message: str = "", field: str | None = None) -> None:
         """Record one SKU/order outcome: ok | rejected | skipped | failed."""
@@ -320,6 +346,7 @@ class FlowContext:
 # ``enqueuer()`` without knowing which runtime they are in.
 
 EnqueueFn = Callable[..., int]
+WaitingProbe = Callable[[], bool]
 _enqueuer: EnqueueFn | None = None
 
 
@@ -472,6 +499,7 @@ class Outcome:
     status: RunStatus | None = None
     delay: float = 0.0
     error: BaseException | None = None
+    continued: bool = False  # the flow yielded its worker with work left (FlowContext.continue_later)
 
 
 @dataclass(frozen=True)
@@ -497,8 +525,11 @@ def execute_run(
     busy_delay: float | None = None,
     params: Mapping[str, Any] | None = None,
     on_progress: ProgressSink | None = None,
+    others_waiting: WaitingProbe | None = None,
 ) -> Outcome:
-    """Run one attempt of a SyncRun and record the result; the executor acts on the verdict."""
+    """Run one attempt of a SyncRun and record the result; the executor acts on the verdict.
+
+    ``others_waiting`` tells a long flow whether to yield its worker (``FlowContext.time_to_yield``)."""
     busy = defaults.LOCK_BUSY_DELAY if busy_delay is None else busy_delay
     view = _load(db, run_id)
     if view is None:
@@ -518,9 +549,12 @@ def execute_run(
     if not lock.acquire():
         return _defer(db, view, busy, "waiting: this flow is already running for this account")
     try:
-        return _run_locked(db, view, spec, retries_left, busy, params, on_progress)
+        outcome = _run_locked(db, view, spec, retries_left, busy, params, on_progress, others_waiting)
     finally:
         lock.release()
+    if outcome.continued:
+        _continue(db, view)  # after the lock is free, so the continuation never finds its flow busy
+    return outcome
 
 
 def _run_locked(
@@ -531,6 +565,7 @@ def _run_locked(
     busy: float,
     given: Mapping[str, Any] | None,
     on_progress: ProgressSink | None,
+    others_waiting: WaitingProbe | None = None,
 ) -> Outcome:
     params = _effective_params(_start(db, view.id), given)
     recorder = RunRecorder(db, view.id, on_progress)
@@ -544,6 +579,7 @@ def _run_locked(
         attempt=view.attempt,
         params=params,
         recorder=recorder,
+        others_waiting=others_waiting,
     )
     try:
         spec.func(ctx)
@@ -553,7 +589,24 @@ def _run_locked(
     recorder.flush()
     status = RunStatus.PARTIAL if recorder.has_problems else RunStatus.OK
     _finish(db, view.id, status, error=None)
-    return Outcome(Verdict.DONE, status)
+    return Outcome(Verdict.DONE, status, continued=ctx.continued)
+
+
+def _continue(db: Database, view: _RunView) -> None:
+    """Queue the rest of a run that yielded, unless a run of the same flow already waits (it will do it)."""
+    enqueue = enqueuer()
+    if enqueue is None or view.account_id is None:
+        return  # no executor in this process: the schedule picks the rest up
+    with db.session() as session:
+        waiting = session.scalar(select(SyncRun.id).where(
+            SyncRun.account_id == view.account_id, SyncRun.flow == view.flow, SyncRun.id != view.id,
+            SyncRun.status.in_((RunStatus.QUEUED, RunStatus.DEFERRED))).limit(1))
+    if waiting is not None:
+        return
+    try:
+        enqueue(view.account_id, view.flow, trigger=view.trigger, params=dict(view.params))
+    except Exception:  # the schedule picks the rest up; the run itself went well
+        log.warning("could not queue the rest of run %s (%s)", view.id, view.flow, exc_info=True)
 
 
 def _on_error(db: Database, view: _RunView, exc: BaseException, retries_left: int, busy: float) -> Outcome:

@@ -86,6 +86,22 @@ def source_only(ctx: FlowContext) -> None:
     ctx.item("catalogue", "ok")
 
 
+def sliced(ctx: FlowContext) -> None:
+    """Works through ``params["count"]`` steps, one item each, remembering in ``params["done"]`` (a
+    file) how far it got; yields at every step once ``time_to_yield`` says so, as real flows do
+    between batches."""
+    _called(ctx)
+    done_file = Path(ctx.params["done"])
+    done = int(done_file.read_text()) if done_file.exists() else 0
+    while done < int(ctx.params["count"]):
+        done += 1
+        done_file.write_text(str(done))
+        ctx.item(f"step-{done}", "ok")
+        if done < int(ctx.params["count"]) and ctx.time_to_yield():
+            ctx.continue_later()
+            return
+
+
 register_flow("rt-items", items, lane="catalog")
 register_flow("rt-boom", boom, lane="catalog")
 register_flow("rt-flaky", flaky, lane="orders")
@@ -93,4 +109,5 @@ register_flow("rt-auth", auth, lane="orders")
 register_flow("rt-ratelimited", rate_limited, lane="stock")
 register_flow("rt-sleepy", sleepy, lane="stock")
 register_flow("rt-progress", progress, lane="catalog")
+register_flow("rt-sliced", sliced, lane="orders")
 register_flow("rt-source", source_only, lane="catalog", applies=lambda account: account.plugin == "src")

@@ -17,6 +17,7 @@ from hub.errors import RejectedItem, TransientError
 from hub.connections import open_channel
 from hub.flows import fulfilment as fulfilment_flow
 from hub.flows import stock as stock_flow
+from hub.jobs import FlowContext
 from hub.models import ChannelAccount, OrderStatus, RunStatus
 from hub.records import FulfilmentLine
 from tests.flows_fixtures_b import OrdersHub, Scene, ordershub  # noqa: F401
@@ -321,6 +322,19 @@ def test_batch_a_shipment_another_worker_sent_first_is_not_sent_again(ordershub:
     assert sorted(number for number, _ in scene.market.sent_fulfilments) == ["2001", "2002", "2003"]
     assert scene.market.calls["send_fulfilments"] == 2
     assert len(ordershub.bindings(scene.marketplace, bindings.FULFILMENT_SENT)) == 3
+
+
+def test_batch_a_write_back_that_yields_leaves_the_rest_unsent_for_its_continuation(
+        ordershub: OrdersHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    scene = shipped_orders(ordershub, 23)
+    monkeypatch.setattr(FlowContext, "time_to_yield", lambda self: True)  # other runs wait; the slice is over
+
+    first = ordershub.run(scene.marketplace, "fulfilment")
+    assert first.counts == {"ok": 10} and len(scene.market.sent_fulfilments) == 10  # one batch, then the worker is given up
+    second = ordershub.run(scene.marketplace, "fulfilment")
+    third = ordershub.run(scene.marketplace, "fulfilment")
+    assert (second.counts, third.counts) == ({"ok": 10}, {"ok": 3})
+    assert sorted(number for number, _ in scene.market.sent_fulfilments) == [str(2001 + n) for n in range(23)]
 
 
 class _Context:

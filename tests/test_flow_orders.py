@@ -14,6 +14,7 @@ from hub.flows import orders as orders_flow
 from hub.flows import stock as stock_flow
 from hub.flows.reset import RESET_SETTING
 from hub.hookspecs import hookimpl
+from hub.jobs import FlowContext
 from hub.locks import LocalLocks
 from sqlalchemy import select
 
@@ -463,6 +464,24 @@ def test_routing_moves_a_backlog_through_every_target_at_the_smallest_batch() ->
     assert orders_flow.routing_chunk([one_at_a_time, starshipit_like]) == 50
     assert orders_flow.routing_chunk([shopify_like]) == 250
     assert orders_flow.routing_chunk([one_at_a_time]) == 1
+
+
+def test_routing_that_yields_leaves_the_rest_waiting_for_its_continuation(ordershub: OrdersHub, pushes: list,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    scene = ordershub.scene(destination_plugin="memory_full")
+    ordershub.seed("TEE-1", stock=30)
+    numbers = [str(1000 + n) for n in range(23)]
+    for number in numbers:
+        ordershub.place(scene.market, number, {"TEE-1": 1})
+    monkeypatch.setattr(FlowContext, "time_to_yield", lambda self: True)  # other runs wait; the slice is over
+
+    first = ordershub.run(scene.marketplace, "orders")
+    assert first.counts == {"ok": 23 + 10} and len(scene.dest.created_orders) == 10  # all imported, one chunk routed
+    assert ordershub.the_order(scene.marketplace, "1022").status is OrderStatus.IMPORTED
+    ordershub.run(scene.marketplace, "orders")
+    ordershub.run(scene.marketplace, "orders")
+    assert sorted(scene.dest.created_orders) == numbers
+    assert scene.dest.batch_sizes == [10, 10, 3]
 
 
 def test_an_order_cancelled_before_it_was_routed_is_never_routed(ordershub: OrdersHub, pushes: list) -> None:

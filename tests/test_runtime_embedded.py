@@ -354,3 +354,65 @@ def test_concurrent_webhooks_lose_no_order_id_while_runs_start(pg_db: Database, 
     seen = [key for run_id in runs for key, _ in run_items(pg_db, run_id)]
     assert sorted(seen) == sorted(ids)  # none lost, none run twice
     assert len(runs) < len(ids)  # and they did coalesce
+
+
+def test_a_long_run_yields_its_worker_to_waiting_runs_and_continues(sqlite_db: Database, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(defaults, "RUN_SLICE_SECONDS", 0.0)  # every step is past the slice
+    calls = tmp_path / "calls"
+    long_account, other_account = make_account(sqlite_db), make_account(sqlite_db)
+    rt = EmbeddedRuntime(sqlite_db, workers=1, busy_delay=0.05)
+    first = rt.enqueue(long_account, "rt-sliced", params={"count": 3, "done": str(tmp_path / "done"), "calls": str(calls)})
+    waiting = rt.enqueue(other_account, "rt-items", params={"items": [["B-1", "ok"]], "calls": str(calls)})
+    rt.start(ticker=False)
+    try:
+        assert rt.wait_idle(15)
+    finally:
+        rt.stop()
+
+    with sqlite_db.session() as session:
+        sliced = list(session.scalars(select(SyncRun).where(SyncRun.flow == "rt-sliced").order_by(SyncRun.id)))
+    assert [run.id for run in sliced][0] == first
+    assert [(run.status, run.counts) for run in sliced] == [(RunStatus.OK, {"ok": 1}), (RunStatus.OK, {"ok": 2})]
+    assert sliced[1].trigger == sliced[0].trigger and sliced[1].params == sliced[0].params
+    order = [int(line.split()[0]) for line in calls.read_text().splitlines()]
+    assert order == [first, waiting, sliced[1].id]  # the waiting run went in between
+
+
+def test_a_run_alone_or_a_webhook_run_does_not_yield(sqlite_db: Database, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(defaults, "RUN_SLICE_SECONDS", 0.0)
+    account = make_account(sqlite_db)
+    rt = EmbeddedRuntime(sqlite_db, workers=1, busy_delay=0.05)
+    alone = rt.enqueue(account, "rt-sliced", params={"count": 3, "done": str(tmp_path / "a")})
+    rt.start(ticker=False)
+    try:
+        assert rt.wait_idle(15)
+        hooked = rt.enqueue(account, "rt-sliced", trigger=jobs.WEBHOOK, params={"count": 3, "done": str(tmp_path / "b")})
+        rt.enqueue(make_account(sqlite_db), "rt-sleepy", params={"log": str(tmp_path / "log"), "sleep": 0.2})
+        assert rt.wait_idle(15)
+    finally:
+        rt.stop()
+
+    assert get_run(sqlite_db, alone).counts == {"ok": 3}  # nobody waited: no reason to stop
+    assert get_run(sqlite_db, hooked).counts == {"ok": 3}
+    with sqlite_db.session() as session:
+        assert len(list(session.scalars(select(SyncRun).where(SyncRun.flow == "rt-sliced")))) == 2
+
+
+def test_time_to_yield_waits_for_the_slice_and_survives_a_failing_probe(sqlite_db: Database,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    def context(probe: object, trigger: str = "schedule") -> FlowContext:
+        return FlowContext(db=sqlite_db, run_id=1, account_id=1, organisation_id=1, flow="rt-sliced", trigger=trigger,
+                           attempt=1, params={}, recorder=jobs.RunRecorder(sqlite_db, 1), others_waiting=probe)
+
+    def broken() -> bool:
+        raise ConnectionError("redis went away")
+
+    assert not context(lambda: True).time_to_yield()  # inside its slice (RUN_SLICE_SECONDS = 5)
+    monkeypatch.setattr(defaults, "RUN_SLICE_SECONDS", 0.0)
+    assert context(lambda: True).time_to_yield()
+    assert not context(lambda: False).time_to_yield()
+    assert not context(None).time_to_yield()
+    assert not context(lambda: True, trigger=jobs.WEBHOOK).time_to_yield()
+    assert not context(broken).time_to_yield()

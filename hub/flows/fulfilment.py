@@ -223,10 +223,23 @@ def send_unsent(ctx: FlowContext, account_id: int, channel: Channel) -> None:
             send_batch(ctx, account_id, batch, channel)
             done += len(batch)
             ctx.progress(done, len(waiting))
+            if _yielded(ctx, done, waiting):
+                return
         return
     for done, fulfilment_id in enumerate(waiting, start=1):
         send_one(ctx, account_id, fulfilment_id, channel)
         ctx.progress(done, len(waiting))
+        if _yielded(ctx, done, waiting):
+            return
+
+
+def _yielded(ctx: FlowContext, done: int, waiting: list[int]) -> bool:
+    """Give the worker up after this batch when the run had its slice and others wait; the rest stay
+    unsent and the continuation sends them."""
+    if done < len(waiting) and ctx.time_to_yield():
+        ctx.continue_later()
+        return True
+    return False
 
 
 @dataclass

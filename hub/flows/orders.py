@@ -113,8 +113,8 @@ def run_orders(ctx: FlowContext) -> None:
     # A webhook run is someone waiting for these orders: it routes just them and leaves the rest of
     # the account's backlog, returns and destination cancellations to the scheduled run.
     route_waiting(ctx, account_id, only=batch.touched if targeted else None)
-    follow_cancellations(ctx, account_id, batch.cancelled)
-    if not targeted:
+    follow_cancellations(ctx, account_id, batch.cancelled)  # this pull's: the next pull will not see them
+    if not targeted and not ctx.continued:  # a run that yielded leaves these scans to its continuation
         forward_returns(ctx, account_id)
         pull_destination_cancellations(ctx, account_id)
 
@@ -623,6 +623,9 @@ def route_waiting(ctx: FlowContext, account_id: int, *, only: Iterable[int] | No
         if isinstance(stop, RateLimited):
             raise stop  # the runtime defers the run; what was routed stays routed
         if stop is not None:
+            return
+        if first + chunk < len(waiting) and ctx.time_to_yield():
+            ctx.continue_later()  # the rest wait as imported; the continuation routes them
             return
 
 
