@@ -1,7 +1,8 @@
 """The fleet executor: RQ on Redis, any number of workers on any number of machines.
 
 - Queues per lane, ``<prefix>-orders``, ``-stock``, ``-catalog``, ``-reconcile``; workers listen in
-  that order, so an order never waits behind a catalogue import.
+  that order, so an order never waits behind a catalogue import. Each lane has an ``-urgent`` twin
+  for webhook runs, which a worker of the lane takes before the lane's scheduled work, oldest first.
 - A job is ``run_flow_job(run_id)``: the run id is its only argument. Non-secret extras ride in
   ``job.meta`` (the flow's params, the lock prefix, the busy delay); progress is published there too.
 - ``TransientError`` is re-raised, and RQ's ``Retry(max=JOB_RETRIES, interval=JOB_RETRY_INTERVALS)``
@@ -64,6 +65,7 @@ from hub.jobs import (
     Outcome,
     ProgressSink,
     Verdict,
+    WaitingProbe,
     execute_run,
     fail_run,
     lane_for,
@@ -100,8 +102,17 @@ LOST_JOB_GRACE = 30
 WORKER_MAINTENANCE_SECONDS = 30
 
 
-def queue_name(lane: str, prefix: str = defaults.QUEUE_PREFIX) -> str:
-    return f"{prefix}-{lane}"
+URGENT_SUFFIX = "-urgent"
+
+
+def queue_name(lane: str, prefix: str = defaults.QUEUE_PREFIX, *, urgent: bool = False) -> str:
+    """A lane's queue; its ``urgent`` twin holds webhook runs, which workers take first, in order."""
+    return f"{prefix}-{lane}{URGENT_SUFFIX if urgent else ''}"
+
+
+def worker_queue_names(lanes: Sequence[str], prefix: str = defaults.QUEUE_PREFIX) -> list[str]:
+    """What a worker of ``lanes`` listens to, in order: each lane's urgent queue, then the lane."""
+    return [queue_name(lane, prefix, urgent=urgent) for lane in lanes for urgent in (True, False)]
 
 
 def job_id_for(run_id: int, prefix: str = defaults.QUEUE_PREFIX) -> str:
@@ -136,6 +147,8 @@ class FleetRuntime:
         self.retry_intervals = list(defaults.JOB_RETRY_INTERVALS if retry_intervals is None else retry_intervals)
         self.busy_delay = defaults.LOCK_BUSY_DELAY if busy_delay is None else busy_delay
         self.queues = {lane: Queue(queue_name(lane, prefix), connection=self.redis) for lane in defaults.LANES}
+        self.urgent_queues = {lane: Queue(queue_name(lane, prefix, urgent=True), connection=self.redis)
+                              for lane in defaults.LANES}
 
     def enqueue(
         self,
@@ -152,8 +165,10 @@ class FleetRuntime:
         if not new:
             return run_id  # a webhook's order ids joined a run whose job is already queued
         try:
-            # A webhook is a customer's order waiting to be imported: it goes ahead of scheduled work.
-            self._submit(run_id, lane, flow, dict(params or {}), delay, at_front=trigger == WEBHOOK)
+            # A webhook is a customer's order waiting to be imported: it goes ahead of scheduled work,
+            # first come first served among webhooks (at the front of one queue, the newest would
+            # overtake the older ones for as long as webhooks keep coming).
+            self._submit(run_id, lane, flow, dict(params or {}), delay, urgent=trigger == WEBHOOK)
         except Exception as exc:
             fail_run(self.db, run_id, f"could not be queued: {exc}")
             raise
@@ -207,7 +222,7 @@ class FleetRuntime:
         """Retries and deferrals long overdue: RQ's scheduler (inside a worker) is not running."""
         cutoff = int(time.time() - RESCUE_OVERDUE_AFTER)
         moved = []
-        for queue in self.queues.values():
+        for queue in [*self.urgent_queues.values(), *self.queues.values()]:
             registry = queue.scheduled_job_registry
             for job_id in registry.get_jobs_to_schedule(cutoff):
                 if not registry.remove(job_id):
@@ -224,7 +239,7 @@ class FleetRuntime:
         """Fail runs nobody runs any more; queue again runs whose job Redis lost."""
         now = utcnow()
         failed: list[int] = []
-        requeued: list[tuple[int, str, str, dict[str, Any]]] = []
+        requeued: list[tuple[int, str, str, dict[str, Any], bool]] = []
         with self.db.session() as session:
             runs = session.scalars(select(SyncRun).where(SyncRun.status.in_(PENDING),
                                                          SyncRun.job_id.like(f"{self.prefix}-run-%")))
@@ -233,15 +248,15 @@ class FleetRuntime:
                 if reason is None:
                     continue
                 if reason == "requeue":
-                    requeued.append((run.id, lane_for(run.flow), run.flow, dict(run.params or {})))
+                    requeued.append((run.id, lane_for(run.flow), run.flow, dict(run.params or {}), run.trigger == WEBHOOK))
                     continue
                 run.status, run.error, run.finished_at = RunStatus.FAILED, reason, now
                 emit(session, organisation_id=run.organisation_id, account_id=run.account_id, run_id=run.id,
                      kind="flow.failed", level="warning", message=f"{run.flow} failed: {reason}",
                      data={"flow": run.flow, "attempt": run.attempt, "error": "WorkerLost"})
                 failed.append(run.id)
-        for run_id, lane, flow, params in requeued:
-            self._submit(run_id, lane, flow, params, 0)
+        for run_id, lane, flow, params, urgent in requeued:
+            self._submit(run_id, lane, flow, params, 0, urgent=urgent)
         return failed, [run_id for run_id, *_ in requeued]
 
     def _lost(self, run: SyncRun, now: datetime) -> str | None:
@@ -285,7 +300,7 @@ class FleetRuntime:
         return not held and since is not None and now - aware(since) > grace
 
     def _submit(self, run_id: int, lane: str, flow: str, params: dict[str, Any], delay: float, *,
-                at_front: bool = False) -> Job:
+                urgent: bool = False) -> Job:
         options: dict[str, Any] = {
             "job_id": job_id_for(run_id, self.prefix),
             "job_timeout": defaults.JOB_TIMEOUT,
@@ -295,10 +310,10 @@ class FleetRuntime:
         }
         if self.retries > 0:
             options["retry"] = Retry(max=self.retries, interval=list(self.retry_intervals) or [0])
-        queue = self.queues[lane]
+        queue = (self.urgent_queues if urgent else self.queues)[lane]
         if delay > 0:
             return queue.enqueue_in(timedelta(seconds=delay), run_flow_job, args=(run_id,), **options)
-        return queue.enqueue(run_flow_job, args=(run_id,), at_front=at_front, **options)
+        return queue.enqueue(run_flow_job, args=(run_id,), **options)
 
 
 # -- inside the worker ---------------------------------------------------------
@@ -348,6 +363,7 @@ def run_flow_job(run_id: int) -> dict[str, Any] | Retry:
             busy_delay=meta.get("busy_delay"),
             params=meta.get("params"),
             on_progress=_progress_sink(job),
+            others_waiting=_queue_waiting(job),
         )
         if not _wait_inline(outcome, deadline):
             return _answer(run_id, outcome)
@@ -370,6 +386,16 @@ def _answer(run_id: int, outcome: Outcome) -> dict[str, Any] | Retry:
         # RQ schedules whole seconds; never zero, which would requeue at once and spin.
         return Retry(max=defaults.JOB_MAX_DEFERRALS, interval=[max(1, math.ceil(outcome.delay))])
     return {"run_id": run_id, "status": outcome.status.value if outcome.status else "skipped"}
+
+
+def _queue_waiting(job: Job | None) -> WaitingProbe | None:
+    """Whether jobs wait in this job's lane (its queue and the urgent twin): two LLENs, asked only
+    once a run had its slice."""
+    if job is None:
+        return None
+    normal = job.origin.removesuffix(URGENT_SUFFIX)
+    queues = [Queue(name, connection=job.connection) for name in (normal + URGENT_SUFFIX, normal)]
+    return lambda: any(queue.count > 0 for queue in queues)
 
 
 def _progress_sink(job: Job | None) -> ProgressSink | None:
@@ -420,7 +446,7 @@ def run_worker(
     load_builtin_flows()  # once here, so every forked work horse inherits the registry
     get_connector()  # and the plugins, imported once: a work horse importing them per job paid ~40 ms each
     shared_ssl_context()  # and the CA bundle, loaded once (~10 ms per job otherwise)
-    queues = [Queue(queue_name(lane, prefix), connection=connection) for lane in chosen]
+    queues = [Queue(name, connection=connection) for name in worker_queue_names(chosen, prefix)]
     restarts = 0
     while True:
         worker = Worker(queues, connection=connection, name=_restart_name(name, restarts),

@@ -99,7 +99,8 @@ def fresh_prefix() -> str:
 def purge_prefix(connection: Redis, prefix: str) -> None:
     """Delete every key this prefix created: queues and their jobs, registries, locks, cron entries."""
     for lane in defaults.LANES:
-        Queue(queue_name(lane, prefix), connection=connection).delete(delete_jobs=True)
+        for urgent in (True, False):
+            Queue(queue_name(lane, prefix, urgent=urgent), connection=connection).delete(delete_jobs=True)
     connection.zrem("rq:cron_jobs", f"{prefix}-tick")
     keys = list(connection.scan_iter(match=f"*{prefix}*", count=500))
     for start in range(0, len(keys), 500):

@@ -159,16 +159,23 @@ def test_delayed_enqueue_waits(runtime: FleetRuntime, pg_db: Database, workers: 
 # -- webhook runs ------------------------------------------------------------------
 
 
-def test_a_webhook_run_goes_ahead_of_the_scheduled_work_waiting_in_its_lane(pg_db: Database, redis_conn: Redis) -> None:
-    prefix = fresh_prefix()  # lanes no worker listens to: the queue keeps its order
+def test_webhook_runs_go_ahead_of_the_scheduled_work_in_their_lane_oldest_first(pg_db: Database,
+                                                                                redis_conn: Redis) -> None:
+    prefix = fresh_prefix()  # lanes no worker listens to: the queues keep their order
     try:
         rt = FleetRuntime(pg_db, connection=redis_conn, prefix=prefix)
-        account_id = account(pg_db)
-        scheduled = [rt.enqueue(account_id, "rt-items", trigger="schedule", params={"items": []}) for _ in range(2)]
-        webhook = rt.enqueue(account_id, "rt-items", trigger="webhook", params={"items": []})
+        scheduled = [rt.enqueue(account(pg_db), "rt-items", trigger="schedule", params={"items": []}) for _ in range(2)]
+        # Webhooks of different accounts (one account's would join its waiting run), arriving in turn.
+        hooked = [rt.enqueue(account(pg_db), "rt-items", trigger="webhook", params={"items": []}) for _ in range(3)]
 
-        queue = Queue(queue_name(jobs.lane_for("rt-items"), prefix), connection=redis_conn)
-        assert queue.job_ids == [job_id_for(run_id, prefix) for run_id in (webhook, *scheduled)]
+        lane = jobs.lane_for("rt-items")
+        names = fleet.worker_queue_names([lane], prefix)
+        assert names == [queue_name(lane, prefix, urgent=True), queue_name(lane, prefix)]
+        queues = [Queue(name, connection=redis_conn) for name in names]
+        taken = []
+        while (found := Queue.dequeue_any(queues, None, connection=redis_conn)) is not None:
+            taken.append(found[0].id)  # what a worker of the lane takes, in order
+        assert taken == [job_id_for(run_id, prefix) for run_id in (*hooked, *scheduled)]
     finally:
         purge_prefix(redis_conn, prefix)
 
@@ -257,3 +264,22 @@ def test_make_runtime_is_the_fleet_with_redis(pg_db: Database, tmp_path: Path) -
     rt = make_runtime(config, pg_db)
     assert isinstance(rt, FleetRuntime)
     rt.close()
+
+
+def test_a_job_sees_whether_other_jobs_wait_in_its_lane(redis_conn: Redis, prefix: str) -> None:
+    # A queue no test worker listens to, so what is put on it stays there.
+    lane = Queue(f"{prefix}-probe", connection=redis_conn)
+    running = Job.create(print, connection=redis_conn, origin=lane.name)
+    waiting = fleet._queue_waiting(running)
+    assert waiting is not None and waiting() is False
+    urgent = Queue(f"{prefix}-probe{fleet.URGENT_SUFFIX}", connection=redis_conn)
+    try:
+        lane.enqueue(print, "next")
+        assert waiting() is True
+        lane.empty()
+        urgent.enqueue(print, "a webhook run")  # the lane's urgent twin counts too
+        assert waiting() is True
+    finally:
+        lane.empty()
+        urgent.empty()
+    assert fleet._queue_waiting(None) is None
