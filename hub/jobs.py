@@ -55,6 +55,9 @@ PROBLEM_OUTCOMES = ("rejected", "failed")
 TERMINAL = (RunStatus.OK, RunStatus.PARTIAL, RunStatus.FAILED)
 PENDING = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.DEFERRED)
 WEBHOOK = "webhook"  # the trigger of runs an inbound webhook queued
+# The param a continuation run carries (FlowContext.continue_later): the flow picks up its queued work
+# and skips what the yielding run already did (pulling the channel again).
+CONTINUATION = "continuation"
 # Flows whose webhook runs merge into one waiting run per account (see ``_coalesce``).
 COALESCED_FLOWS = ("orders",)
 
@@ -336,6 +339,11 @@ class FlowContext:
         self.recorder.add_api_calls(n)
 
     @property
+    def resuming(self) -> bool:
+        """This run continues one that yielded (``continue_later``): its pull was that run's."""
+        return bool(self.params.get(CONTINUATION))
+
+    @property
     def counts(self) -> dict[str, int]:
         return dict(self.recorder.counts)
 
@@ -604,7 +612,7 @@ def _continue(db: Database, view: _RunView) -> None:
     if waiting is not None:
         return
     try:
-        enqueue(view.account_id, view.flow, trigger=view.trigger, params=dict(view.params))
+        enqueue(view.account_id, view.flow, trigger=view.trigger, params={**view.params, CONTINUATION: True})
     except Exception:  # the schedule picks the rest up; the run itself went well
         log.warning("could not queue the rest of run %s (%s)", view.id, view.flow, exc_info=True)
 

@@ -331,8 +331,11 @@ def test_batch_a_write_back_that_yields_leaves_the_rest_unsent_for_its_continuat
 
     first = ordershub.run(scene.marketplace, "fulfilment")
     assert first.counts == {"ok": 10} and len(scene.market.sent_fulfilments) == 10  # one batch, then the worker is given up
-    second = ordershub.run(scene.marketplace, "fulfilment")
-    third = ordershub.run(scene.marketplace, "fulfilment")
+    pulls = scene.dest.calls["pull_fulfilments"]
+    assert pulls >= 1
+    second = ordershub.run(scene.marketplace, "fulfilment", continuation=True)  # what the runtime queues after a yield
+    assert scene.dest.calls["pull_fulfilments"] == pulls  # sends what the first run stored; pulls nothing again
+    third = ordershub.run(scene.marketplace, "fulfilment", continuation=True)
     assert (second.counts, third.counts) == ({"ok": 10}, {"ok": 3})
     assert sorted(number for number, _ in scene.market.sent_fulfilments) == [str(2001 + n) for n in range(23)]
 

@@ -478,8 +478,11 @@ def test_routing_that_yields_leaves_the_rest_waiting_for_its_continuation(orders
     first = ordershub.run(scene.marketplace, "orders")
     assert first.counts == {"ok": 23 + 10} and len(scene.dest.created_orders) == 10  # all imported, one chunk routed
     assert ordershub.the_order(scene.marketplace, "1022").status is OrderStatus.IMPORTED
-    ordershub.run(scene.marketplace, "orders")
-    ordershub.run(scene.marketplace, "orders")
+    pulls = scene.market.calls["pull_orders"]
+    assert pulls >= 1
+    second = ordershub.run(scene.marketplace, "orders", continuation=True)  # what the runtime queues after a yield
+    assert second.counts == {"ok": 10} and scene.market.calls["pull_orders"] == pulls  # routes; does not pull again
+    ordershub.run(scene.marketplace, "orders", continuation=True)
     assert sorted(scene.dest.created_orders) == numbers
     assert scene.dest.batch_sizes == [10, 10, 3]
 

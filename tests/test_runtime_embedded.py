@@ -374,7 +374,8 @@ def test_a_long_run_yields_its_worker_to_waiting_runs_and_continues(sqlite_db: D
         sliced = list(session.scalars(select(SyncRun).where(SyncRun.flow == "rt-sliced").order_by(SyncRun.id)))
     assert [run.id for run in sliced][0] == first
     assert [(run.status, run.counts) for run in sliced] == [(RunStatus.OK, {"ok": 1}), (RunStatus.OK, {"ok": 2})]
-    assert sliced[1].trigger == sliced[0].trigger and sliced[1].params == sliced[0].params
+    assert sliced[1].trigger == sliced[0].trigger
+    assert sliced[1].params == {**sliced[0].params, jobs.CONTINUATION: True}
     order = [int(line.split()[0]) for line in calls.read_text().splitlines()]
     assert order == [first, waiting, sliced[1].id]  # the waiting run went in between
 

@@ -101,9 +101,12 @@ def run_orders(ctx: FlowContext) -> None:
         channel = open_channel(account)
         account_id, organisation_id = account.id, account.organisation_id
     targeted = [str(order_id) for order_id in ctx.params.get("order_ids") or []]
-    pulled = pull(ctx, channel, since, targeted)
-    # A webhook's targeted pull says nothing about orders it did not name: the cursor stays put.
-    batch = store_batch(ctx, account_id, pulled, move_cursor=not targeted)
+    if ctx.resuming:
+        batch = StoredBatch()  # routing what the yielding run left; its pull moved the cursor already
+    else:
+        pulled = pull(ctx, channel, since, targeted)
+        # A webhook's targeted pull says nothing about orders it did not name: the cursor stays put.
+        batch = store_batch(ctx, account_id, pulled, move_cursor=not targeted)
     batch.report(ctx)
     oversold = check_oversell(ctx, account_id, batch.imported)
     push_stock(ctx, organisation_id, account_id, batch.stock_skus - oversold)
