@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from hub import defaults
+from hub.db import chunked
 from hub.models import Binding, utcnow
 
 LISTING = "listing"
@@ -39,16 +39,18 @@ def by_internal(session: Session, account_id: int, kind: str, internal_id: str |
         Binding.account_id == account_id, Binding.kind == kind, Binding.internal_id == str(internal_id)))
 
 
-def internal_ids_bound(session: Session, account_id: int, kind: str, internal_ids: Iterable[str | int]) -> set[str]:
-    """Which of ``internal_ids`` have a binding of ``kind`` on the account: one query per
-    ``SQL_IN_CHUNK`` ids, for flows that ask about a whole batch of records."""
-    wanted = list(dict.fromkeys(str(i) for i in internal_ids))
-    bound: set[str] = set()
-    for start in range(0, len(wanted), defaults.SQL_IN_CHUNK):
-        bound.update(session.scalars(select(Binding.internal_id).where(
-            Binding.account_id == account_id, Binding.kind == kind,
-            Binding.internal_id.in_(wanted[start:start + defaults.SQL_IN_CHUNK]))))
-    return bound
+def by_internals(
+    session: Session, account_id: int, kind: str, internal_ids: Iterable[int | str] | None = None
+) -> dict[str, Binding]:
+    """The account's bindings of ``kind`` by internal id: all of them, or those of ``internal_ids``
+    (one query per ``SQL_IN_CHUNK`` ids), for flows that ask about a whole batch of records."""
+    query = select(Binding).where(Binding.account_id == account_id, Binding.kind == kind)
+    if internal_ids is None:
+        return {binding.internal_id: binding for binding in session.scalars(query)}
+    found: dict[str, Binding] = {}
+    for chunk in chunked(sorted({str(i) for i in internal_ids})):
+        found.update((b.internal_id, b) for b in session.scalars(query.where(Binding.internal_id.in_(chunk))))
+    return found
 
 
 def by_external(session: Session, account_id: int, kind: str, external_id: str) -> Binding | None:

@@ -6,14 +6,24 @@ workers can share the file; PostgreSQL is used as it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from hub import defaults
 from hub.models import Base
+
+T = TypeVar("T")
+
+
+def chunked(items: Sequence[T], size: int = defaults.SQL_IN_CHUNK) -> Iterator[list[T]]:
+    """``items`` in slices for ``IN (...)`` clauses, so one query never carries an unbounded list."""
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])
 
 
 class Database:

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, contains_eager, selectinload
 
+from hub.db import chunked
 from hub.errors import NotFound, ValidationError
 from hub.events import emit
 from hub.models import ChannelAccount, Label, LabelAssignment, LabelRule, Product, Variant
@@ -37,9 +38,6 @@ MANUAL, CSV, RULE = "manual", "csv", "rule"
 RULE_FIELDS = ("brand", "season", "tag", "category")
 CSV_ACTIONS = ("add", "remove")
 CATEGORY_SEPARATOR = ">"  # "Women > Tops > Tees": a rule on "Women > Tops" matches it
-IN_CHUNK = 500  # keys per IN (...) clause: well under every backend's parameter limit
-
-T = TypeVar("T")
 
 
 # -- labels and assignments by hand ------------------------------------------------------------
@@ -546,9 +544,3 @@ def _unique(variants: Iterable[Variant]) -> list[Variant]:
     for variant in variants:
         seen.setdefault(variant.id, variant)
     return list(seen.values())
-
-
-def chunked(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[list[T]]:
-    """``items`` in slices for ``IN (...)`` clauses (the flows use it too)."""
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])

@@ -154,7 +154,7 @@ def test_new_bindings_go_in_together_and_a_binding_made_first_elsewhere_stands(d
         assert new.rows == []
 
     with database.session() as session:
-        assert len(bindings.internal_ids_bound(session, account_id, "destination_order", range(1, 300))) == 250
+        assert len(bindings.by_internals(session, account_id, "destination_order", range(1, 300))) == 250
         assert bindings.by_internal(session, account_id, "destination_order", 5).external_id == "THEIRS"
         assert bindings.by_internal(session, account_id, "destination_order", 250).external_id == "D250"
 

@@ -51,6 +51,7 @@ from hub import cursors, labels
 from hub import records as canonical
 from hub.channel import Role
 from hub.connections import open_channel
+from hub.db import chunked
 from hub.errors import ConfigurationError, ContractError, NotFound, ValidationError
 from hub.events import emit
 from hub.jobs import FlowContext, register_flow
@@ -345,7 +346,7 @@ class _ChunkWriter:
         if self.postgresql:  # one array parameter: a long IN list is a long query string to parse
             yield from self.session.execute(query.where(column == any_(bindparam("keys", keys, type_=ARRAY(column.type)))))
             return
-        for chunk in labels.chunked(keys):
+        for chunk in chunked(keys):
             yield from self.session.execute(query.where(column.in_(chunk)))
 
     def _stored_products(self, parent_skus: set[str]) -> dict[str, Any]:
@@ -481,9 +482,9 @@ class _ChunkWriter:
             _upsert_rows(session, _S, ("variant_id", "location"),
                          ("available", "available_from_stock", "on_hand", "updated_at"), _STOCK_COLUMNS,
                          self.stock_rows, {"updated_at": now})
-        for chunk in labels.chunked(self.stock_gone):
+        for chunk in chunked(self.stock_gone):
             session.execute(delete(_S).where(_S.c.id.in_(chunk)))
-        for chunk in labels.chunked(self.flag_duplicate):
+        for chunk in chunked(self.flag_duplicate):
             session.execute(update(_V).where(_V.c.id.in_(chunk)).values(duplicate=True, updated_at=now))
         # A product record is complete: a stored variant of it that the record no longer holds is gone
         # (unless this chunk moved it to another product or flagged it).
@@ -491,7 +492,7 @@ class _ChunkWriter:
         siblings = select(_V.c.id, _V.c.sku, _V.c.product_id).where(_V.c.active.is_(True), _V.c.duplicate.is_(False))
         gone = [row.id for row in self._rows(siblings, _V.c.product_id, by_id)
                 if row.sku not in self.present[by_id[row.product_id]] and row.sku not in self.touched]
-        for chunk in labels.chunked(gone):
+        for chunk in chunked(gone):
             session.execute(update(_V).where(_V.c.id.in_(chunk)).values(active=False, updated_at=now))
         self.result.deactivated_variants += len(gone)
 
@@ -578,7 +579,7 @@ def _deactivate_missing(session: Session, account: ChannelAccount, imported: set
     query = select(Product.id, Product.parent_sku).where(Product.source_account_id == account.id,
                                                          Product.active.is_(True))
     gone = [row.id for row in session.execute(query) if row.parent_sku not in imported]
-    for chunk in labels.chunked(gone):
+    for chunk in chunked(gone):
         session.execute(update(Product).where(Product.id.in_(chunk)).values(active=False, updated_at=utcnow())
                         .execution_options(synchronize_session=False))
     result.deactivated_products += len(gone)
@@ -642,7 +643,7 @@ def _report(session: Session, ctx: FlowContext, account: ChannelAccount, full: b
 
 def _variants_by_sku(session: Session, organisation_id: int, skus: set[str]) -> dict[str, Variant]:
     found: dict[str, Variant] = {}
-    for chunk in labels.chunked(sorted(skus)):
+    for chunk in chunked(sorted(skus)):
         query = (
             select(Variant)
             .where(Variant.organisation_id == organisation_id, Variant.sku.in_(chunk))

@@ -32,10 +32,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from hub import bindings, carrier_maps, cursors, defaults
+from hub import bindings, carrier_maps, cursors
 from hub import records as canonical
 from hub.channel import Channel, Role
 from hub.connections import get_connector, open_channel
+from hub.db import chunked
 from hub.errors import (AuthError, ChannelError, ConfigurationError, ContractError, RateLimited, TransientError,
                         ValidationError)
 from hub.events import emit
@@ -287,7 +288,7 @@ def send_batch(ctx: FlowContext, account_id: int, fulfilment_ids: list[int], cha
         account = session.get(ChannelAccount, account_id)
         assert account is not None
         rows = _load_rows(session, fulfilment_ids)  # noqa: F841 - held: the identity map keeps weak references
-        sent_before = bindings.internal_ids_bound(session, account.id, bindings.FULFILMENT_SENT, fulfilment_ids)
+        sent_before = set(bindings.by_internals(session, account.id, bindings.FULFILMENT_SENT, fulfilment_ids))
         carriers = _CarrierCache(session, account)
         taken: set[str] = set()  # line ids claimed by earlier shipments of the same order in this batch
         ready = [o for o in (_prepare(ctx, session, account, i, taken, sent_before, carriers) for i in fulfilment_ids)
@@ -350,8 +351,7 @@ def _prepare(ctx: FlowContext, session: Session, account: ChannelAccount, fulfil
 def _load_rows(session: Session, fulfilment_ids: list[int]) -> list[Fulfilment]:
     """The batch's shipments with their orders, order lines and the orders' other shipments."""
     loaded: list[Fulfilment] = []
-    for start in range(0, len(fulfilment_ids), defaults.SQL_IN_CHUNK):
-        chunk = fulfilment_ids[start:start + defaults.SQL_IN_CHUNK]
+    for chunk in chunked(fulfilment_ids):
         loaded.extend(session.scalars(select(Fulfilment).where(Fulfilment.id.in_(chunk)).options(
             selectinload(Fulfilment.order).selectinload(Order.lines),
             selectinload(Fulfilment.order).selectinload(Order.fulfilments))))

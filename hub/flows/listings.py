@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from hub import labels
-from hub.bindings import LISTING, bind, fingerprint, record_error
+from hub.bindings import LISTING, bind, by_internals, fingerprint, record_error
 from hub.connections import open_channel
 from hub.errors import ConfigurationError, RejectedItem, ValidationError
 from hub.flows import stock
@@ -186,7 +186,7 @@ def _plan(ctx: FlowContext, session: Session, account: ChannelAccount, rejected:
     reassert_after = _reassert_after(account, ctx.params)
     now = utcnow()
     selection = labels.select_variants(session, account, skus=ctx.params.get("skus"))
-    bindings = stock.bindings_by_internal(session, account.id, LISTING)
+    bindings = by_internals(session, account.id, LISTING)
     pending = stock.pending_units(session, account.organisation_id, (v.sku for v in selection.variants))
     for exclusion in selection.problems:
         ctx.item(exclusion.variant.sku, "skipped", exclusion.reason)

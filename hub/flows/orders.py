@@ -51,13 +51,14 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from hub import bindings, cursors, defaults
+from hub import bindings, cursors
 from hub import records as canonical
 from hub.accounts import is_third_party_managed
 from hub.channel import Channel, Role
 from hub.connections import get_connector, has_role, open_channel
 from hub.errors import AuthError, ChannelError, ConfigurationError, RateLimited, RejectedItem, TransientError
 from hub.events import emit
+from hub.db import chunked
 from hub.flows import stock
 from hub.flows.reset import reset_in_progress
 from hub.jobs import FlowContext, register_flow
@@ -199,9 +200,7 @@ def orders_by(session: Session, account_id: int, column: Any, keys: Iterable[str
     are loaded a chunk at a time, not one by one.
     """
     found: dict[str, Order] = {}
-    wanted = list(dict.fromkeys(keys))
-    for start in range(0, len(wanted), defaults.SQL_IN_CHUNK):
-        chunk = wanted[start:start + defaults.SQL_IN_CHUNK]
+    for chunk in chunked(list(dict.fromkeys(keys))):
         for order in session.scalars(select(Order).where(Order.account_id == account_id, column.in_(chunk))
                                      .options(selectinload(with_))):
             found[getattr(order, column.key)] = order
@@ -664,7 +663,7 @@ def route_batch(ctx: FlowContext, account_id: int, target: Target, order_ids: li
         account = session.get(ChannelAccount, account_id)
         assert account is not None
         loaded = load_orders(session, order_ids)  # noqa: F841 - held: the identity map keeps weak references
-        reached_before = bindings.internal_ids_bound(session, target.account_id, target.kind, order_ids)
+        reached_before = set(bindings.by_internals(session, target.account_id, target.kind, order_ids))
         todo = _prepare_batch(ctx, session, account, target, order_ids, outgoing, failed, reached_before)
         if not todo:
             return None
@@ -679,7 +678,9 @@ def route_batch(ctx: FlowContext, account_id: int, target: Target, order_ids: li
             return _batch_failed(ctx, session, account, todo, refused, failed)
         except ChannelError as error:
             return _batch_failed(ctx, session, account, todo, error, failed)
-        variants = _load_variants(session, todo) if target.kind == bindings.DESTINATION_ORDER else []  # noqa: F841 - held
+        variants = (stock.variants_by_id(session, [line.variant_id for order in todo for line in order.lines  # noqa: F841 - held
+                                                   if line.variant_id is not None])
+                    if target.kind == bindings.DESTINATION_ORDER else {})  # for mirror_sale
         accepted = bindings.NewBindings(session, target.account_id, target.kind)  # route_batch saw none, under the lock
         for order in todo:
             result = results.get(order.order_number)
@@ -757,21 +758,10 @@ def load_orders(session: Session, order_ids: Iterable[int]) -> list[Order]:
     """The orders with their lines and shipments, a few queries per ``SQL_IN_CHUNK`` ids, so that
     ``session.get`` and the relationships of a batch cost no round trip each. Hold the list: the
     session's identity map keeps only weak references."""
-    ids = sorted(set(order_ids))
     loaded: list[Order] = []
-    for start in range(0, len(ids), defaults.SQL_IN_CHUNK):
-        loaded.extend(session.scalars(select(Order).where(Order.id.in_(ids[start:start + defaults.SQL_IN_CHUNK]))
+    for chunk in chunked(sorted(set(order_ids))):
+        loaded.extend(session.scalars(select(Order).where(Order.id.in_(chunk))
                                       .options(selectinload(Order.lines), selectinload(Order.fulfilments))))
-    return loaded
-
-
-def _load_variants(session: Session, orders: list[Order]) -> list[Variant]:
-    """The variants the orders' lines sell, with product and stock levels (for ``mirror_sale``)."""
-    ids = sorted({line.variant_id for order in orders for line in order.lines if line.variant_id is not None})
-    loaded: list[Variant] = []
-    for start in range(0, len(ids), defaults.SQL_IN_CHUNK):
-        loaded.extend(session.scalars(select(Variant).where(Variant.id.in_(ids[start:start + defaults.SQL_IN_CHUNK]))
-                                      .options(selectinload(Variant.product), selectinload(Variant.stock_levels))))
     return loaded
 
 
@@ -817,7 +807,7 @@ def finish_routing(ctx: FlowContext, account_id: int, order_ids: list[int], targ
         account = session.get(ChannelAccount, account_id)
         assert account is not None
         loaded = load_orders(session, [order_id for order_id in order_ids if order_id not in failed])  # noqa: F841 - held
-        bound = {(t.account_id, t.kind): bindings.internal_ids_bound(session, t.account_id, t.kind, order_ids) for t in targets}
+        bound = {(t.account_id, t.kind): set(bindings.by_internals(session, t.account_id, t.kind, order_ids)) for t in targets}
         for order_id in order_ids:
             order = session.get(Order, order_id)
             if order_id in failed or order is None:

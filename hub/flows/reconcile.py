@@ -40,7 +40,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from hub import defaults, labels
-from hub.bindings import LISTING, bind
+from hub.db import chunked
+from hub.bindings import LISTING, bind, by_internals
 from hub.channel import Channel, Role
 from hub.connections import has_role, open_channel
 from hub.errors import ConfigurationError, RejectedItem, ValidationError
@@ -160,7 +161,7 @@ def make_plan(session: Session, account: ChannelAccount, shown: dict[str, Listin
     selection = labels.select_variants(session, account)
     wanted = {variant.sku: variant for variant in selection.variants}
     problems = {exclusion.variant.sku: exclusion.reason for exclusion in selection.problems}
-    listing_bindings = stock.bindings_by_internal(session, account.id, LISTING)
+    listing_bindings = by_internals(session, account.id, LISTING)
     hub_listed = {binding.external_id for binding in listing_bindings.values()}
     catalogue = _catalogue_variants(session, account.organisation_id, [sku for sku in shown if sku not in wanted])
     labelled = labels.labelled_variant_ids(session, account.label_id, [v.id for v in catalogue.values()])
@@ -217,7 +218,7 @@ def _check_drift(plan: Plan, account: ChannelAccount, variant: Variant, listing:
 
 def _catalogue_variants(session: Session, organisation_id: int, skus: list[str]) -> dict[str, Variant]:
     found: dict[str, Variant] = {}
-    for chunk in labels.chunked(sorted(skus)):
+    for chunk in chunked(sorted(skus)):
         query = (select(Variant).where(Variant.organisation_id == organisation_id, Variant.sku.in_(chunk))
                  .options(selectinload(Variant.product)))
         found.update((variant.sku, variant) for variant in session.scalars(query))
@@ -353,7 +354,7 @@ def _forget_listing(session: Session, account_id: int, variant: Variant | None) 
     """The listing is gone: clear what the hub last sent, so a relabelled variant is listed afresh."""
     if variant is None:
         return
-    binding = stock.bindings_by_internal(session, account_id, LISTING, [variant.id]).get(str(variant.id))
+    binding = by_internals(session, account_id, LISTING, [variant.id]).get(str(variant.id))
     if binding is not None:
         binding.fingerprint = None
         binding.last_sent_at = utcnow()
@@ -385,7 +386,7 @@ def mark_for_relisting(ctx: FlowContext, account_id: int, plan: Plan) -> None:
     if not plan.relist:
         return
     with ctx.db.session() as session:
-        known = stock.bindings_by_internal(session, account_id, LISTING, [variant_id for variant_id, _ in plan.relist])
+        known = by_internals(session, account_id, LISTING, [variant_id for variant_id, _ in plan.relist])
         for variant_id, sku in plan.relist:
             binding = known.get(str(variant_id))
             if binding is not None:

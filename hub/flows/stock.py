@@ -41,10 +41,10 @@ from sqlalchemy import String, and_, cast, func, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from hub import labels
-from hub.bindings import LISTING, bind, record_error
+from hub.bindings import LISTING, bind, by_internals, record_error
 from hub.channel import Role
 from hub.connections import has_role, open_channel
-from hub.db import Database
+from hub.db import Database, chunked
 from hub.errors import ConfigurationError, NotFound, RejectedItem, ValidationError
 from hub.events import emit
 from hub.flows.reset import reset_in_progress
@@ -174,7 +174,7 @@ def _pending_filter() -> tuple[Any, ...]:
 def pending_units(session: Session, organisation_id: int, skus: Iterable[str]) -> dict[str, int]:
     """Units per SKU in orders sold but not yet in the order system, across the organisation's marketplaces."""
     found: dict[str, int] = {}
-    for chunk in labels.chunked(sorted(set(skus))):
+    for chunk in chunked(sorted(set(skus))):
         rows = session.execute(
             select(OrderLine.sku, func.sum(OrderLine.quantity))
             .join(Order, Order.id == OrderLine.order_id)
@@ -300,8 +300,8 @@ def _adjusting_plugins() -> bool:
 def _plan_objects(ctx: FlowContext, session: Session, account: ChannelAccount, skus: list[str] | None, *,
                   force: bool) -> list[StockPush]:
     selection = labels.select_variants(session, account, skus=skus)
-    listed = bindings_by_internal(session, account.id, LISTING)
-    pushed = bindings_by_internal(session, account.id, STOCK)
+    listed = by_internals(session, account.id, LISTING)
+    pushed = by_internals(session, account.id, STOCK)
     pending = pending_units(session, account.organisation_id, (v.sku for v in selection.variants))
     plan = []
     for variant in selection.variants:
@@ -357,7 +357,7 @@ def _plan_rows(ctx: FlowContext, session: Session, account: ChannelAccount, skus
         quantity = int(total) - (max(0, pending[sku]) if sku in pending else 0) - reserve
         if force or pushed != str(max(0, quantity)):
             changed.append((variant_id, external_id))
-    variants = _variants_by_id(session, [variant_id for variant_id, _ in changed])
+    variants = variants_by_id(session, [variant_id for variant_id, _ in changed])
     plan = []
     for variant_id, _ in changed:  # already in SKU order
         variant = variants[variant_id]
@@ -368,11 +368,11 @@ def _plan_rows(ctx: FlowContext, session: Session, account: ChannelAccount, skus
     listed = {internal for internal in session.scalars(
         select(Binding.internal_id).where(Binding.account_id == account.id, Binding.kind == LISTING))}
     left = [internal for internal in listed - selected]
-    withdrawals = _withdrawals(session, account, selected, bindings_by_internal(session, account.id, LISTING, left),
-                               bindings_by_internal(session, account.id, STOCK, left), skus) if left else []
+    withdrawals = _withdrawals(session, account, selected, by_internals(session, account.id, LISTING, left),
+                               by_internals(session, account.id, STOCK, left), skus) if left else []
     external_ids.update((str(push.variant.id), push.variant.sku) for push in withdrawals)
     if withdrawals:
-        listing = bindings_by_internal(session, account.id, LISTING, [push.variant.id for push in withdrawals])
+        listing = by_internals(session, account.id, LISTING, [push.variant.id for push in withdrawals])
         external_ids.update((key, binding.external_id) for key, binding in listing.items())
     withdrawn = {push.sku for push in withdrawals}
     for sku, reason in problems:
@@ -414,7 +414,7 @@ def _selection_rows(session: Session, account: ChannelAccount, skus: list[str] |
     if skus is None:
         return list(session.execute(query))
     wanted = sorted(set(skus))
-    rows = [row for chunk in labels.chunked(wanted) for row in session.execute(query.where(Variant.sku.in_(chunk)))]
+    rows = [row for chunk in chunked(wanted) for row in session.execute(query.where(Variant.sku.in_(chunk)))]
     return sorted(rows, key=lambda row: row[1])
 
 
@@ -451,7 +451,7 @@ def _withdrawals(
     and do not show 0 yet: 0 is pushed to each, once."""
     candidates = [int(internal) for internal in listed
                   if internal not in selected and internal.isdigit() and _changed(pushed.get(internal), 0)]
-    variants = _variants_by_id(session, candidates)
+    variants = variants_by_id(session, candidates)
     if skus is not None:
         variants = {key: variant for key, variant in variants.items() if variant.sku in set(skus)}
     labelled = labels.labelled_variant_ids(session, account.label_id, variants)
@@ -474,7 +474,7 @@ def _record(
     answers = {result.key: result for result in results}
     # One query for the batch's bindings rather than two per SKU; and the organisation held in the
     # session's (weak) identity map, so the event hooks' look-up of it does not reload it per event.
-    known = bindings_by_internal(session, account.id, STOCK, [push.variant.id for push in batch])
+    known = by_internals(session, account.id, STOCK, [push.variant.id for push in batch])
     organisation = session.get(Organisation, account.organisation_id)  # noqa: F841 - kept alive on purpose
     for push in batch:
         result = answers.get(push.sku)
@@ -511,7 +511,7 @@ def record_pushed(
     binding (or None) when the caller fetched a batch of them; looked up here otherwise.
     """
     if binding is _LOOK_IT_UP:
-        binding = bindings_by_internal(session, account.id, STOCK, [variant_id]).get(str(variant_id))
+        binding = by_internals(session, account.id, STOCK, [variant_id]).get(str(variant_id))
     if binding is not None and binding.fingerprint == str(quantity.quantity):
         return False
     previous = int(binding.fingerprint) if binding is not None and (binding.fingerprint or "").isdigit() else None
@@ -593,7 +593,7 @@ def push_stock_now(
 
 
 def _accounts_listing(session: Session, organisation_id: int, skus: list[str], exclude: int | None) -> list[int]:
-    variant_ids = [str(vid) for chunk in labels.chunked(skus) for vid in session.scalars(
+    variant_ids = [str(vid) for chunk in chunked(skus) for vid in session.scalars(
         select(Variant.id).where(Variant.organisation_id == organisation_id, Variant.sku.in_(chunk)))]
     accounts = [
         account for account in session.scalars(
@@ -608,7 +608,7 @@ def _accounts_listing(session: Session, organisation_id: int, skus: list[str], e
     if not accounts or not variant_ids:
         return []
     listing: set[int] = set()
-    for chunk in labels.chunked(variant_ids):
+    for chunk in chunked(variant_ids):
         listing.update(session.scalars(
             select(Binding.account_id).where(
                 Binding.kind == LISTING,
@@ -636,21 +636,10 @@ def _run_inline(db: Database, account_id: int, params: dict[str, Any]) -> int:
 # -- helpers ----------------------------------------------------------------------------------------
 
 
-def bindings_by_internal(
-    session: Session, account_id: int, kind: str, internal_ids: Iterable[int | str] | None = None
-) -> dict[str, Binding]:
-    query = select(Binding).where(Binding.account_id == account_id, Binding.kind == kind)
-    if internal_ids is None:
-        return {binding.internal_id: binding for binding in session.scalars(query)}
-    found: dict[str, Binding] = {}
-    for chunk in labels.chunked(sorted({str(i) for i in internal_ids})):
-        found.update((b.internal_id, b) for b in session.scalars(query.where(Binding.internal_id.in_(chunk))))
-    return found
-
-
-def _variants_by_id(session: Session, ids: Iterable[int]) -> dict[int, Variant]:
+def variants_by_id(session: Session, ids: Iterable[int]) -> dict[int, Variant]:
+    """Variants with their product and stock levels, a query per ``SQL_IN_CHUNK`` ids."""
     found: dict[int, Variant] = {}
-    for chunk in labels.chunked(sorted(set(ids))):
+    for chunk in chunked(sorted(set(ids))):
         query = (
             select(Variant)
             .where(Variant.id.in_(chunk))
