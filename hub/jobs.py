@@ -303,7 +303,7 @@ class FlowContext:
     # Does other work wait for a worker? The executor's answer (None: never yield).
     others_waiting: WaitingProbe | None = field(default=None, repr=False)
     started: float = field(default_factory=time.monotonic, repr=False)
-    continued: bool = False
+    continues_later: bool = False  # set by continue_later()
 
     def time_to_yield(self) -> bool:
         """True once the run has had its slice (``RUN_SLICE_SECONDS``) and other runs wait for a worker.
@@ -325,7 +325,7 @@ class FlowContext:
 
     def continue_later(self) -> None:
         """The flow stopped at a safe point with work left: queue the same flow again when this run ends."""
-        self.continued = True
+        self.continues_later = True
 
     def item(self, key: str, outcome: str, message: str = "", field: str | None = None) -> None:
         """Record one SKU/order outcome: ok | rejected | skipped | failed."""
@@ -339,7 +339,7 @@ class FlowContext:
         self.recorder.add_api_calls(n)
 
     @property
-    def resuming(self) -> bool:
+    def is_continuation(self) -> bool:
         """This run continues one that yielded (``continue_later``): its pull was that run's."""
         return bool(self.params.get(CONTINUATION))
 
@@ -507,7 +507,7 @@ class Outcome:
     status: RunStatus | None = None
     delay: float = 0.0
     error: BaseException | None = None
-    continued: bool = False  # the flow yielded its worker with work left (FlowContext.continue_later)
+    continues_later: bool = False  # the flow yielded its worker with work left (FlowContext.continue_later)
 
 
 @dataclass(frozen=True)
@@ -560,7 +560,7 @@ def execute_run(
         outcome = _run_locked(db, view, spec, retries_left, busy, params, on_progress, others_waiting)
     finally:
         lock.release()
-    if outcome.continued:
+    if outcome.continues_later:
         _continue(db, view)  # after the lock is free, so the continuation never finds its flow busy
     return outcome
 
@@ -597,7 +597,7 @@ def _run_locked(
     recorder.flush()
     status = RunStatus.PARTIAL if recorder.has_problems else RunStatus.OK
     _finish(db, view.id, status, error=None)
-    return Outcome(Verdict.DONE, status, continued=ctx.continued)
+    return Outcome(Verdict.DONE, status, continues_later=ctx.continues_later)
 
 
 def _continue(db: Database, view: _RunView) -> None:

@@ -78,7 +78,7 @@ def run_fulfilment(ctx: FlowContext) -> None:
         sources = _sources(session, account)
         marketplace = open_channel(account)
         account_id = account.id
-    for source in [] if ctx.resuming else sources:  # a continuation sends what its run stored
+    for source in [] if ctx.is_continuation else sources:  # a continuation sends what its run stored
         if source.problem or source.channel is None:
             ctx.item(source.name, "skipped", source.problem or "cannot be opened")
             continue

@@ -102,7 +102,7 @@ def run_orders(ctx: FlowContext) -> None:
         channel = open_channel(account)
         account_id, organisation_id = account.id, account.organisation_id
     targeted = [str(order_id) for order_id in ctx.params.get("order_ids") or []]
-    if ctx.resuming:
+    if ctx.is_continuation:
         batch = StoredBatch()  # routing what the yielding run left; its pull moved the cursor already
     else:
         pulled = pull(ctx, channel, since, targeted)
@@ -118,7 +118,7 @@ def run_orders(ctx: FlowContext) -> None:
     # the account's backlog, returns and destination cancellations to the scheduled run.
     route_waiting(ctx, account_id, only=batch.touched if targeted else None)
     follow_cancellations(ctx, account_id, batch.cancelled)  # this pull's: the next pull will not see them
-    if not targeted and not ctx.continued:  # a run that yielded leaves these scans to its continuation
+    if not targeted and not ctx.continues_later:  # a run that yielded leaves these scans to its continuation
         forward_returns(ctx, account_id)
         pull_destination_cancellations(ctx, account_id)
 
