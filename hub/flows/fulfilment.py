@@ -274,7 +274,9 @@ def send_one(ctx: FlowContext, account_id: int, fulfilment_id: int, channel: Cha
             result = _refusal(outgoing, error)
         finally:
             ctx.add_api_calls(1)
-        _record(ctx, session, account, outgoing, result)
+        accepted = bindings.NewBindings(session, account.id, bindings.FULFILMENT_SENT)  # _prepare saw none
+        _record(ctx, session, account, outgoing, result, accepted)
+        accepted.write()
 
 
 def send_batch(ctx: FlowContext, account_id: int, fulfilment_ids: list[int], channel: Channel) -> None:
@@ -372,18 +374,14 @@ class _CarrierCache:
 
 
 def _record(ctx: FlowContext, session: Session, account: ChannelAccount, outgoing: Outgoing,
-            result: canonical.ItemResult, accepted: bindings.NewBindings | None = None) -> None:
+            result: canonical.ItemResult, accepted: bindings.NewBindings) -> None:
     """Acceptance: binding, status, event and run item; a refusal: kept unsent and reported."""
     row, order = outgoing.row, outgoing.order
     if not result.ok:
         _failed(ctx, session, account, order, row, f"{account.name} refused it: {result.message}",
                 "failed" if result.retryable else "rejected", result.field)
         return
-    alone = accepted is None  # send_one: written at once; a batch writes its bindings together
-    accepted = accepted or bindings.NewBindings(session, account.id, bindings.FULFILMENT_SENT)
     accepted.add(row.id, f"{order.channel_order_id}/{row.external_id}", sent_at=utcnow())
-    if alone:
-        accepted.write()
     row.status, row.error = SENT, None
     row.lines = [{"sku": line.sku, "quantity": line.quantity, "channel_line_ids": line.channel_line_ids}
                  for line in outgoing.record.lines]
