@@ -1,0 +1,40 @@
+"""A few remote calls at once, for channels that cannot batch a write across records.
+
+The Iconic's status writes take the items of one order per call and Shopify's ``orderCreate`` makes
+one order, so a batch of shipments or orders is a row of independent requests: sent one after
+another, each waits a full round trip. :func:`map_limited` sends up to ``limit`` of them at the same
+time. The account's :class:`hub.ratelimit.TokenBucket` is shared by the threads, so the channel's
+pace still holds; only the waiting overlaps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def map_limited(call: Callable[[T], R], items: Iterable[T], limit: int, *, name: str = "channel-call") -> list[R]:
+    """``[call(item) for item in items]``, with up to ``limit`` calls in flight; results in input order.
+
+    When a call raises, no further call starts, the ones in flight finish, and the first exception
+    (in input order among those that failed) is raised. With ``limit`` 1 or a single item the calls
+    run in the caller's thread.
+    """
+    work = list(items)
+    if limit <= 1 or len(work) <= 1:
+        return [call(item) for item in work]
+    with ThreadPoolExecutor(max_workers=min(limit, len(work)), thread_name_prefix=name) as pool:
+        futures: list[Future[R]] = [pool.submit(call, item) for item in work]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        if pending and any(future.exception() is not None for future in done):
+            for future in pending:
+                future.cancel()  # not started yet: never sent
+            wait(pending)
+        for future in futures:
+            if not future.cancelled() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        return [future.result() for future in futures]
