@@ -21,12 +21,13 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from hub.channel import Channel, ChannelServices, Limits, Role, WebhookAction, WebhookRequest
 from hub.errors import AuthError, ChannelError, ConfigurationError, ContractError, RateLimited, RejectedItem, TransientError
+from hub.parallel import map_limited
 from hub.records import Fulfilment, ItemResult, Listing, Order
 
 from plugins.iconic import mapping
@@ -38,6 +39,9 @@ SELLER_SKUS_PER_CALL = 100  # GET /v2/product/seller-skus maximum
 ORDER_EVENTS = {"ordercreated", "orderitemsstatuschanged", "orderitemstatuschanged", "itemstatuschanged"}
 OPEN_ITEM_STATUSES = ("pending", "ready_to_ship")
 RESERVATIONS_TTL = 60.0  # seconds a reservation read serves the stock writes of one run
+# Four round trips in flight fill the default 25 requests/s at ~150 ms a request (one write per order
+# at a time caps write-back at ~3 orders/s whatever the pace).
+WRITE_BACK_CONCURRENCY = 4
 DEFAULT_REQUESTS_PER_SECOND = 25.0  # py-iconic-api's client-side 25-30 req/s; The Iconic publishes no quota
 LEGACY_WEBHOOK_SECRET = "webhook_secret is kept in the settings, unencrypted: enter it under Credentials (stored encrypted)"
 
@@ -67,6 +71,11 @@ class IconicSettings(Schema):
     order_overlap_minutes = fields.Integer(load_default=0, validate=validate.Range(min=0, max=1440))
     keep_marketplace_sales = fields.Boolean(load_default=True, metadata={
         "description": "Keep a sale price set in Seller Center when the hub sends none"})
+    write_back_concurrency = fields.Integer(
+        load_default=WRITE_BACK_CONCURRENCY, validate=validate.Range(min=1, max=16), metadata={
+            "description": "Orders whose shipments are written back at the same time (each is a ready-to-ship "
+                           "and a shipped write, which The Iconic takes one order per call). The requests per "
+                           "second below still apply; 1 writes one order after another"})
     requests_per_second = fields.Float(
         load_default=DEFAULT_REQUESTS_PER_SECOND, validate=validate.Range(min=1, max=100), metadata={
             "description": "Requests per second the hub sends this account. THE ICONIC publishes no rate limit; "
@@ -441,20 +450,30 @@ class IconicChannel(Channel):
 
         The status endpoints refuse items of two orders in one call (422), so the two writes per
         shipment are the minimum: 2 requests per shipment + 1 per batch (plus the providers, once).
+        Up to ``write_back_concurrency`` orders are written at the same time, within the account's pace.
         """
         providers = [mapping.provider_name(fulfilment.carrier, self.providers()) for _, fulfilment in pairs]
         wanted = [order.channel_order_id for (order, _), provider in zip(pairs, providers) if provider is not None]
         items = self._items_by_order(wanted)
-        results = []
-        for (order, fulfilment), provider in zip(pairs, providers):
+        results: list[ItemResult | None] = [None] * len(pairs)
+        by_order: defaultdict[str, list[int]] = defaultdict(list)
+        for index, ((order, fulfilment), provider) in enumerate(zip(pairs, providers)):
             if provider is None:
                 known = ", ".join(str(p.get("name")) for p in self.providers())
-                results.append(ItemResult.rejected(
+                results[index] = ItemResult.rejected(
                     order.order_number, f"The Iconic has no shipping provider '{fulfilment.carrier}'; map this carrier "
-                                        f"in the account's carrier map to one of: {known}", field="carrier"))
+                                        f"in the account's carrier map to one of: {known}", field="carrier")
             else:
-                results.append(self._write_back(order, fulfilment, provider, items[str(order.channel_order_id)]))
-        return results
+                by_order[str(order.channel_order_id)].append(index)
+
+        def write_order(indexes: list[int]) -> None:  # one order's shipments in turn: they share its items
+            for index in indexes:
+                order, fulfilment = pairs[index]
+                results[index] = self._write_back(order, fulfilment, str(providers[index]),
+                                                  items[str(order.channel_order_id)])
+
+        map_limited(write_order, by_order.values(), int(self._setting("write_back_concurrency")), name="iconic-write-back")
+        return cast(list[ItemResult], results)  # every index is set, or map_limited raised
 
     def _write_back(self, order: Order, fulfilment: Fulfilment, provider: str, items: dict[int, dict[str, Any]]) -> ItemResult:
         """``items`` is updated in place, so a second shipment of the same order in the batch sees the first."""

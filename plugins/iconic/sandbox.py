@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -920,6 +921,23 @@ def create_app(seed: int = 0, *, clock: Callable[[], float] = time.time, faults:
     ``settings`` are :class:`SandboxSettings` fields (``token_ttl=5``, ``approval_delay=60``...).
     """
     state = IconicState(settings=SandboxSettings(**settings), clock=clock)
-    middleware = FaultMiddleware(build_flask_app(state), faults or Faults(seed=seed), error_body=error_body)
+    middleware = FaultMiddleware(_one_at_a_time(build_flask_app(state)), faults or Faults(seed=seed), error_body=error_body)
     middleware.state = state  # type: ignore[attr-defined]
     return middleware
+
+
+def _one_at_a_time(app: Any) -> Any:
+    """Requests change the world one after another, as one database would order them; the fault
+    middleware's latency stays outside, so clients sending several at once still overlap their waits."""
+    lock = threading.RLock()
+
+    def serialised(environ: dict, start_response: Callable) -> Any:
+        with lock:
+            body = app(environ, start_response)
+            try:
+                return list(body)
+            finally:
+                if hasattr(body, "close"):
+                    body.close()
+
+    return serialised

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -325,12 +327,13 @@ def test_one_shipment_sent_alone_takes_3_requests(channel, sandbox, control, lis
 
 
 def test_a_refused_shipment_in_a_batch_leaves_the_others_to_go_out(channel, sandbox, control, listed):
-    first, second, third, fourth = _one_unit_orders(channel, sandbox, control, listed[0].sku, 4)
+    earlier, first, second, third, fourth = _one_unit_orders(channel, sandbox, control, listed[0].sku, 5)
+    assert channel.send_fulfilment(earlier, Fulfilment(earlier.order_number, "Aramex", "AR-0")).ok
     sandbox.reset_counts()
-    results = channel.send_fulfilments([
+    results = channel.send_fulfilments([  # written 4 orders at a time: the outcome must not depend on which is first
         (first, Fulfilment(first.order_number, "Aramex", "AR-1")),
         (second, Fulfilment(second.order_number, "Pigeon Post", "PP-2")),  # no such provider
-        (third, Fulfilment(third.order_number, "Aramex", "AR-1")),  # tracking used by another order
+        (third, Fulfilment(third.order_number, "Aramex", "AR-0")),  # tracking used by another order
         (fourth, Fulfilment(fourth.order_number, "Aramex", "AR-4")),
     ])
     assert [r.ok for r in results] == [True, False, False, True]
@@ -340,6 +343,60 @@ def test_a_refused_shipment_in_a_batch_leaves_the_others_to_go_out(channel, sand
                for order in (first, second, third, fourth)}
     assert shipped == {first.order_number: ["shipped"], second.order_number: ["pending"],
                        third.order_number: ["pending"], fourth.order_number: ["shipped"]}
+
+
+def _gauge_status_writes(sandbox: Any, monkeypatch: Any) -> dict[str, int]:
+    """Wrap the sandbox so the status writes in flight at once are counted (each takes 20 ms)."""
+    app, lock, seen = sandbox.app, threading.Lock(), {"now": 0, "most": 0}
+
+    def gauged(environ: dict, start_response: Any) -> Any:
+        if "/statuses/" not in environ.get("PATH_INFO", ""):
+            return app(environ, start_response)
+        with lock:
+            seen["now"] += 1
+            seen["most"] = max(seen["most"], seen["now"])
+        try:
+            time.sleep(0.02)
+            return app(environ, start_response)
+        finally:
+            with lock:
+                seen["now"] -= 1
+
+    monkeypatch.setattr(sandbox, "app", gauged)
+    return seen
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_batch_writes_write_back_concurrency_orders_at_a_time(make_channel, sandbox, control, listed, monkeypatch,
+                                                               concurrency):
+    channel = make_channel({"write_back_concurrency": concurrency})
+    orders = _one_unit_orders(channel, sandbox, control, listed[0].sku, 12)
+    seen = _gauge_status_writes(sandbox, monkeypatch)
+    results = channel.send_fulfilments([(o, Fulfilment(o.order_number, "Aramex", f"AR{o.channel_order_id}")) for o in orders])
+    assert [r.key for r in results] == [o.order_number for o in orders] and all(r.ok for r in results)
+    assert seen["most"] == concurrency
+    assert all(item["status"] == "shipped" for o in orders for item in items_of_order(sandbox, int(o.channel_order_id)))
+    assert IconicChannel.validate_settings({})["write_back_concurrency"] == 4
+
+
+def test_an_auth_failure_mid_batch_stops_the_orders_not_yet_written(make_channel, sandbox, control, listed, monkeypatch):
+    channel = make_channel({"write_back_concurrency": 2})
+    orders = _one_unit_orders(channel, sandbox, control, listed[0].sku, 20)
+    channel.providers()
+    write, written, lock = channel._write_back, [], threading.Lock()
+
+    def revoked_after_three(order, *args):
+        with lock:
+            if len(written) >= 3:
+                raise AuthError("The Iconic revoked the token")
+            written.append(order.order_number)
+        return write(order, *args)
+
+    monkeypatch.setattr(channel, "_write_back", revoked_after_three)
+    with pytest.raises(AuthError):
+        channel.send_fulfilments([(o, Fulfilment(o.order_number, "Aramex", f"AR{o.channel_order_id}")) for o in orders])
+    shipped = [o for o in orders if items_of_order(sandbox, int(o.channel_order_id))[0]["status"] == "shipped"]
+    assert len(shipped) == 3 and len(orders) - len(shipped) == 17  # the rest are sent by the next run
 
 
 def test_two_shipments_of_one_order_in_a_batch_share_its_items(channel, sandbox, control, listed):
