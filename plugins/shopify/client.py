@@ -19,6 +19,7 @@ the hub's HubHttpClient. This module owns what is Shopify-specific about talking
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,9 +78,14 @@ class CostBudget:
     restore_rate: float = 50.0
     observed_at: float | None = None
 
-    def observe(self, status: dict[str, Any], now: float) -> None:
+    def observe(self, status: dict[str, Any], now: float, *, others_in_flight: bool = False) -> None:
+        """Take the bucket an answer reports. While other requests are out, the answer may predate
+        their charge, so it can lower the estimate but not raise it."""
+        reported = float(status.get("currentlyAvailable", self.available))
+        if others_in_flight and self.observed_at is not None:
+            reported = min(reported, self._refilled(now))
         self.maximum = float(status.get("maximumAvailable", self.maximum))
-        self.available = float(status.get("currentlyAvailable", self.available))
+        self.available = reported
         self.restore_rate = float(status.get("restoreRate", self.restore_rate)) or self.restore_rate
         self.observed_at = now
 
@@ -88,8 +94,18 @@ class CostBudget:
         if self.observed_at is None or cost <= 0:
             return 0.0
         cost += SAFETY_POINTS
-        refilled = min(self.maximum, self.available + (now - self.observed_at) * self.restore_rate)
+        refilled = self._refilled(now)
         return 0.0 if refilled >= cost else (cost - refilled) / self.restore_rate
+
+    def spend(self, cost: float, now: float) -> None:
+        """Count ``cost`` points as gone the moment a request is sent, so calls sent at the same time
+        see each other's share before any answer reports the bucket (the next answer corrects it)."""
+        if self.observed_at is not None and cost > 0:
+            self.available, self.observed_at = self._refilled(now) - cost, now
+
+    def _refilled(self, now: float) -> float:
+        assert self.observed_at is not None
+        return min(self.maximum, self.available + (now - self.observed_at) * self.restore_rate)
 
 
 class ShopifyClient:
@@ -109,6 +125,9 @@ class ShopifyClient:
             retry=RetryPolicy(max_rate_limit_waits=0),
         )
         self.budget = CostBudget()
+        self._pacing = threading.Lock()  # one caller at a time waits for points
+        self._books = threading.Lock()  # the budget and the requests in flight
+        self._in_flight = 0
         self._costs: dict[str, float] = {}  # query text -> last requested cost
         self.throttled = 0  # THROTTLED answers met, for sync statistics and tests
         self._retry_after = 0.0  # Retry-After of the last plain 429, if any
@@ -179,7 +198,11 @@ class ShopifyClient:
         self._costs.setdefault(document, cost)
         for _ in range(MAX_THROTTLE_WAITS + 1):
             self._pace(document)
-            body = self._post(document, variables, replayable)
+            try:
+                body = self._post(document, variables, replayable)
+            finally:
+                with self._books:
+                    self._in_flight -= 1
             if body is None or _throttled(body):
                 self.throttled += 1
                 self._wait(self._throttle_wait(document))
@@ -189,7 +212,15 @@ class ShopifyClient:
                           retry_after=max(1.0, self._throttle_wait(document)))
 
     def _pace(self, document: str) -> None:
-        self._wait(self.budget.wait_for(self._costs.get(document, 0.0), self._clock()))
+        """Wait for the query's points and take them; concurrent callers (create_orders) queue here."""
+        cost = self._costs.get(document, 0.0)
+        with self._pacing:
+            with self._books:
+                wait = self.budget.wait_for(cost, self._clock())
+            self._wait(wait)
+            with self._books:
+                self.budget.spend(cost, self._clock())
+                self._in_flight += 1
 
     def _wait(self, seconds: float) -> None:
         if seconds > MAX_IN_PROCESS_WAIT:
@@ -226,7 +257,8 @@ class ShopifyClient:
         if not isinstance(cost, dict):
             return
         if isinstance(cost.get("throttleStatus"), dict):
-            self.budget.observe(cost["throttleStatus"], self._clock())
+            with self._books:
+                self.budget.observe(cost["throttleStatus"], self._clock(), others_in_flight=self._in_flight > 1)
         if isinstance(cost.get("requestedQueryCost"), (int, float)):
             self._costs[document] = float(cost["requestedQueryCost"])
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from hub.errors import TransientError
+from plugins.shopify.channel import ShopifyChannel
 from plugins.shopify.sandbox import Faults
 
 from .conftest import graphql_calls
@@ -245,8 +248,9 @@ def test_names_are_searched_50_a_request_and_quoted(sandbox: Any, make_channel: 
     assert results[0].message == "already in Shopify" and all(r.ok for r in results)
 
 
-def test_a_transient_failure_mid_batch_keeps_what_was_created(sandbox: Any, channel: Any,
+def test_a_transient_failure_mid_batch_keeps_what_was_created(sandbox: Any, make_channel: Any,
                                                               monkeypatch: Any) -> None:
+    channel = make_channel(sandbox, {"create_concurrency": 1})  # one after another: exactly which were sent
     mutate, calls = channel.client.mutate, []
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
@@ -260,6 +264,60 @@ def test_a_transient_failure_mid_batch_keeps_what_was_created(sandbox: Any, chan
     assert [(r.ok, r.retryable) for r in results] == [(True, False), (False, True), (False, True)]
     assert "not sent to Shopify" in results[1].message and len(calls) == 2  # stops at the failure
     assert [o.name for o in sandbox.state.orders.values()] == ["400000400"]
+
+
+def test_concurrent_creates_keep_what_was_created_and_send_nothing_new_after_a_failure(
+        sandbox: Any, make_channel: Any, monkeypatch: Any) -> None:
+    channel = make_channel(sandbox, {"inventory_behaviour": "BYPASS", "create_concurrency": 3})
+    mutate, calls, lock = channel.client.mutate, [], threading.Lock()
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            calls.append(args[1]["order"]["name"])
+            fail = len(calls) == 5
+        if fail:
+            raise TransientError("Shopify timed out")
+        return mutate(*args, **kwargs)
+
+    monkeypatch.setattr(channel.client, "mutate", flaky)
+    orders = [marketplace_order(str(400000600 + i)) for i in range(20)]
+    results = channel.create_orders(orders)
+    in_shopify = {o.name for o in sandbox.state.orders.values()}
+    assert [r.key for r in results] == [o.order_number for o in orders]
+    assert all(r.ok == (r.key in in_shopify) for r in results)  # a result says what happened, in input order
+    assert all(r.retryable and "not sent to Shopify" in r.message for r in results if not r.ok)
+    assert 4 <= len(in_shopify) and len(calls) <= 5 + 2  # at most the two others in flight finish after the failure
+
+
+def test_creates_overlap_up_to_create_concurrency(sandbox: Any, make_channel: Any, monkeypatch: Any) -> None:
+    channel = make_channel(sandbox, {"inventory_behaviour": "BYPASS"})
+    app, lock, seen = sandbox.app, threading.Lock(), {"now": 0, "most": 0}
+
+    def gauged(environ: dict, start_response: Any) -> Any:
+        with lock:
+            seen["now"] += 1
+            seen["most"] = max(seen["most"], seen["now"])
+        try:
+            time.sleep(0.02)
+            return app(environ, start_response)
+        finally:
+            with lock:
+                seen["now"] -= 1
+
+    monkeypatch.setattr(sandbox, "app", gauged)
+    results = channel.create_orders(batch(16))
+    assert all(r.ok for r in results) and len(sandbox.state.orders) == 16
+    assert seen["most"] == 4 and ShopifyChannel.validate_settings({})["create_concurrency"] == 4
+    assert sandbox.state.throttled == 0
+
+
+def test_concurrent_creates_share_the_cost_bucket_without_being_throttled(make_sandbox: Any, make_channel: Any,
+                                                                        vtime: Any) -> None:
+    app = make_sandbox(bucket_size=600.0, restore_rate=50.0)  # a name search, then orderCreates at 5/s
+    channel = make_channel(app, {"inventory_behaviour": "BYPASS", "create_concurrency": 8})
+    results = channel.create_orders(batch(100))  # 1,000 points: the bucket runs dry half way
+    assert all(r.ok for r in results) and len(app.state.orders) == 100
+    assert app.state.throttled == 0 and channel.client.throttled == 0  # each took its points before sending
 
 
 def test_a_transient_failure_before_anything_is_created_fails_the_batch(sandbox: Any, channel: Any,
