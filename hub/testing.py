@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -115,6 +117,41 @@ def control(app: WSGIApp, path: str, body: Any = None, *, method: str = "POST") 
     if response.status_code >= 400:
         raise AssertionError(f"{method} {url} -> {response.status_code}: {response.text}")
     return json.loads(response.content) if response.content else None
+
+
+class InFlight:
+    """How many calls were in flight at once, for tests of a channel that sends several together.
+
+    ``with gauge:`` around each call, or ``gauge.around(app)`` for a WSGI sandbox: each request (or
+    only those whose path contains ``only``) is held ``pause`` seconds of real time, so that
+    concurrent requests overlap and ``gauge.most`` shows how many the channel kept in flight.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = self.most = 0
+        self.threads: set[str] = set()
+
+    def __enter__(self) -> InFlight:
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.threads.add(threading.current_thread().name)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.now -= 1
+
+    def around(self, app: WSGIApp, *, pause: float = 0.02, only: str = "") -> WSGIApp:
+        def gauged(environ: dict, start_response: Callable) -> Iterable[bytes]:
+            if only not in environ.get("PATH_INFO", ""):
+                return app(environ, start_response)
+            with self:
+                time.sleep(pause)
+                return app(environ, start_response)
+
+        return gauged
 
 
 def set_faults(app: WSGIApp, **knobs: float) -> dict[str, Any]:

@@ -8,29 +8,11 @@ import time
 import pytest
 
 from hub.parallel import map_limited
-
-
-class Gauge:
-    """Counts the calls in flight at once."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.now = self.most = 0
-        self.threads: set[str] = set()
-
-    def __enter__(self) -> None:
-        with self._lock:
-            self.now += 1
-            self.most = max(self.most, self.now)
-            self.threads.add(threading.current_thread().name)
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self.now -= 1
+from hub.testing import InFlight
 
 
 def test_results_come_back_in_input_order_with_at_most_limit_in_flight() -> None:
-    gauge = Gauge()
+    gauge = InFlight()
 
     def call(n: int) -> int:
         with gauge:
@@ -42,7 +24,7 @@ def test_results_come_back_in_input_order_with_at_most_limit_in_flight() -> None
 
 
 def test_limit_one_and_a_single_item_run_in_the_callers_thread() -> None:
-    gauge = Gauge()
+    gauge = InFlight()
 
     def call(n: int) -> int:
         with gauge:

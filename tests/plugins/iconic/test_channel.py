@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 from hub.channel import WebhookRequest
 from hub.errors import AuthError, RejectedItem, TransientError, ValidationError
 from hub.records import Fulfilment, FulfilmentLine, Listing, validate_record
+from hub.testing import InFlight
 from plugins.iconic.channel import LEGACY_WEBHOOK_SECRET, IconicChannel
 from tests.plugins.iconic.conftest import WEBHOOK_SECRET, calls, dress, place_order
 
@@ -345,36 +345,16 @@ def test_a_refused_shipment_in_a_batch_leaves_the_others_to_go_out(channel, sand
                        third.order_number: ["pending"], fourth.order_number: ["shipped"]}
 
 
-def _gauge_status_writes(sandbox: Any, monkeypatch: Any) -> dict[str, int]:
-    """Wrap the sandbox so the status writes in flight at once are counted (each takes 20 ms)."""
-    app, lock, seen = sandbox.app, threading.Lock(), {"now": 0, "most": 0}
-
-    def gauged(environ: dict, start_response: Any) -> Any:
-        if "/statuses/" not in environ.get("PATH_INFO", ""):
-            return app(environ, start_response)
-        with lock:
-            seen["now"] += 1
-            seen["most"] = max(seen["most"], seen["now"])
-        try:
-            time.sleep(0.02)
-            return app(environ, start_response)
-        finally:
-            with lock:
-                seen["now"] -= 1
-
-    monkeypatch.setattr(sandbox, "app", gauged)
-    return seen
-
-
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_a_batch_writes_write_back_concurrency_orders_at_a_time(make_channel, sandbox, control, listed, monkeypatch,
                                                                concurrency):
     channel = make_channel({"write_back_concurrency": concurrency})
     orders = _one_unit_orders(channel, sandbox, control, listed[0].sku, 12)
-    seen = _gauge_status_writes(sandbox, monkeypatch)
+    gauge = InFlight()
+    monkeypatch.setattr(sandbox, "app", gauge.around(sandbox.app, only="/statuses/"))
     results = channel.send_fulfilments([(o, Fulfilment(o.order_number, "Aramex", f"AR{o.channel_order_id}")) for o in orders])
     assert [r.key for r in results] == [o.order_number for o in orders] and all(r.ok for r in results)
-    assert seen["most"] == concurrency
+    assert gauge.most == concurrency
     assert all(item["status"] == "shipped" for o in orders for item in items_of_order(sandbox, int(o.channel_order_id)))
     assert IconicChannel.validate_settings({})["write_back_concurrency"] == 4
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from hub.errors import TransientError
+from hub.testing import InFlight
 from plugins.shopify.channel import ShopifyChannel
 from plugins.shopify.sandbox import Faults
 
@@ -291,23 +291,11 @@ def test_concurrent_creates_keep_what_was_created_and_send_nothing_new_after_a_f
 
 def test_creates_overlap_up_to_create_concurrency(sandbox: Any, make_channel: Any, monkeypatch: Any) -> None:
     channel = make_channel(sandbox, {"inventory_behaviour": "BYPASS"})
-    app, lock, seen = sandbox.app, threading.Lock(), {"now": 0, "most": 0}
-
-    def gauged(environ: dict, start_response: Any) -> Any:
-        with lock:
-            seen["now"] += 1
-            seen["most"] = max(seen["most"], seen["now"])
-        try:
-            time.sleep(0.02)
-            return app(environ, start_response)
-        finally:
-            with lock:
-                seen["now"] -= 1
-
-    monkeypatch.setattr(sandbox, "app", gauged)
+    gauge = InFlight()
+    monkeypatch.setattr(sandbox, "app", gauge.around(sandbox.app))
     results = channel.create_orders(batch(16))
     assert all(r.ok for r in results) and len(sandbox.state.orders) == 16
-    assert seen["most"] == 4 and ShopifyChannel.validate_settings({})["create_concurrency"] == 4
+    assert gauge.most == 4 and ShopifyChannel.validate_settings({})["create_concurrency"] == 4
     assert sandbox.state.throttled == 0
 
 
