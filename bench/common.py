@@ -90,11 +90,16 @@ def machine() -> str:
 
 
 def commit() -> str:
+    """The short commit, with "+ uncommitted changes" when code outside bench/RESULTS.md differs from it."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                               timeout=5).stdout.strip() or "unknown"
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                  ":(exclude)bench/RESULTS.md"], cwd=REPO, capture_output=True, text=True,
+                                 timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return f"{head} + uncommitted changes" if changed else head
 
 
 def record(bench: str, summary: str, lines: list[str]) -> None:

@@ -150,7 +150,8 @@ def _demo_names(brand: int):  # type: ignore[no-untyped-def]
         demo.ORGANISATION_NAME, demo.ORGANISATION_SLUG, demo.ADMIN_EMAIL = saved
 
 
-def set_up_brand(hub: Any, brand: Brand, interval: float, iconic_rate: float | None = None) -> None:
+def set_up_brand(hub: Any, brand: Brand, interval: float, iconic_rate: float | None = None,
+                 in_flight: int | None = None) -> None:
     import httpx
     from sqlalchemy import select
 
@@ -181,6 +182,10 @@ def set_up_brand(hub: Any, brand: Brand, interval: float, iconic_rate: float | N
         iconic = session.get(ChannelAccount, brand.iconic_id)
         if iconic_rate is not None:  # The Iconic publishes no quota: the pace is an account setting
             iconic.settings = {**iconic.settings, "requests_per_second": iconic_rate}
+        if in_flight is not None:  # requests a run keeps in flight where the channel cannot batch
+            iconic.settings = {**iconic.settings, "write_back_concurrency": in_flight}
+            shopify = session.get(ChannelAccount, brand.shopify_id)
+            shopify.settings = {**shopify.settings, "create_concurrency": in_flight}
         for flow in ("listings", "reconciler"):
             lifecycle.set_flow(session, iconic, flow, False, "bench")
         lifecycle.pause(session, session.get(ChannelAccount, ids[demo.UPHANCE]), "bench")
@@ -548,7 +553,7 @@ def bench_config(args: argparse.Namespace, mode: str, latency_ms: int, accounts:
             for index in range(accounts):
                 brand = Brand(index, SandboxGroup(make_brand_sandboxes(index, args.shopify_plan)))
                 brands.append(brand)
-                set_up_brand(hub, brand, args.interval, args.iconic_rate)
+                set_up_brand(hub, brand, args.interval, args.iconic_rate, args.in_flight)
             set_latency(brands, latency_ms / 1000)
 
             runtime = Embedded(db, workers, args.tick) if mode == "embedded" else \
@@ -659,7 +664,9 @@ def report(args: argparse.Namespace, results: list[Figures]) -> None:
              f"in a burst, round-robin over the accounts; orders/fulfilment every {args.interval:g} s, ticker "
              f"{args.tick:g} s; dispatch as soon as an order is in Starshipit. Webhook phase: "
              f"{args.webhook_orders} orders at {args.webhook_rate:g}/s, scheduled orders runs off. The Iconic paced at "
-             f"{args.iconic_rate or 'the account default of 25':} requests/s per account; Shopify's cost bucket "
+             f"{args.iconic_rate or 'the account default of 25':} requests/s per account; "
+             f"{args.in_flight or 'the default of 4'} write-back / orderCreate request(s) in flight per run; "
+             "Shopify's cost bucket "
              f"of the {args.shopify_plan} plan ({SHOPIFY_PLANS[args.shopify_plan][0]:,.0f} points, "
              f"{SHOPIFY_PLANS[args.shopify_plan][1]:,.0f}/s: {SHOPIFY_PLANS[args.shopify_plan][1] / 10:,.0f} "
              "orderCreates/s per shop)."), "",
@@ -717,6 +724,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="orders/fulfilment schedule, seconds (default 1)")
     parser.add_argument("--iconic-rate", type=float, default=None,
                         help="The Iconic account setting requests_per_second (default: the account default, 25)")
+    parser.add_argument("--in-flight", type=int, default=None,
+                        help="requests a run keeps in flight where the channel has no batch call: The Iconic's "
+                             "write_back_concurrency and Shopify's create_concurrency (default: the accounts' 4; "
+                             "1 sends one after another)")
     parser.add_argument("--shopify-plan", choices=sorted(SHOPIFY_PLANS), default="standard",
                         help="the Shopify sandbox's cost bucket (default standard: 10 orderCreates/s per shop)")
     parser.add_argument("--tick", type=float, default=0.5, help="scheduler tick, seconds (default 0.5)")
