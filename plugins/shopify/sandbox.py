@@ -755,6 +755,13 @@ class ShopState:
             level.updated = self.clock()
 
 
+# The orders search's fulfillment_status values each display status answers to (the reference's
+# shipped / partial / unshipped / unfulfilled / any; which of them IN_PROGRESS, ON_HOLD... answer to is
+# not documented, and the sandbox has no such orders).
+FULFILLMENT_SEARCH = {"FULFILLED": ("shipped", "any"), "PARTIALLY_FULFILLED": ("partial", "unfulfilled", "any"),
+                      "UNFULFILLED": ("unshipped", "unfulfilled", "any")}
+
+
 def _fulfillment_status(state: ShopState, order: Order) -> str:
     remaining = sum(sum(state.fulfillment_orders[f].remaining.values()) for f in order.fulfillment_order_ids)
     if not order.fulfillment_ids:
@@ -965,7 +972,7 @@ class Resolvers:
         items = [o for o in self.state.orders.values() if matches(groups, {
             "name": [o.name, o.name.lstrip("#")], "tag": o.tags, "updated_at": o.updated, "created_at": o.created,
             "status": ["any", "cancelled" if o.cancelled else "open"], "source_identifier": o.sourceIdentifier or "",
-            "fulfillment_status": _fulfillment_status(self.state, o).lower(), "id": str(gid_number(o.id))})]
+            "fulfillment_status": FULFILLMENT_SEARCH[_fulfillment_status(self.state, o)], "id": str(gid_number(o.id))})]
         key = {"UPDATED_AT": lambda o: (o.updated, gid_number(o.id)),
                "CREATED_AT": lambda o: (o.created, gid_number(o.id))}.get(args.get("sortKey") or "", _number_key)
         return connection(items, args, info, key)

@@ -111,6 +111,36 @@ def test_a_fulfilment_with_carrier_and_tracking_reaches_the_hub(sandbox: Any, ch
     assert created.external_id == sandbox.state.order_named("300000005").id
 
 
+def test_the_fulfilment_pull_reads_only_orders_shopify_lists_as_shipped(sandbox: Any, make_channel: Any,
+                                                                       admin: Any) -> None:
+    channel = make_channel(sandbox, {"inventory_behaviour": "BYPASS"})
+    channel.create_orders(batch(30))  # shipped by a warehouse outside Shopify: no fulfilment here
+    admin("/_control/fulfil", {"order": "400000003", "company": "StarTrack", "number": "ST3",
+                               "lines": {SKUS[3 % len(SKUS)]: 1}})  # part of the order
+    admin("/_control/fulfil", {"order": "400000007", "company": "Sendle", "number": "SD7"})  # all of it
+    sandbox.reset_counts()
+    shipments = list(channel.pull_fulfilments(None))
+    assert sorted((s.order_number, s.tracking_number) for s in shipments) == [("400000003", "ST3"),
+                                                                              ("400000007", "SD7")]
+    assert graphql_calls(sandbox) == 2  # one search for partly shipped orders, one for shipped: no page of 7 x 30
+
+
+def test_the_sandbox_searches_orders_by_shopifys_fulfillment_status_values(sandbox: Any, make_channel: Any,
+                                                                         admin: Any) -> None:
+    channel = make_channel(sandbox, {"inventory_behaviour": "BYPASS"})
+    channel.create_orders(batch(3))
+    admin("/_control/fulfil", {"order": "400000001", "company": "StarTrack", "number": "ST1",
+                               "lines": {SKUS[1 % len(SKUS)]: 1}})
+    admin("/_control/fulfil", {"order": "400000002", "company": "Sendle", "number": "SD2"})
+    search = "query($q: String) { orders(first: 10, query: $q) { nodes { name displayFulfillmentStatus } } }"
+
+    def names(status: str) -> list[str]:
+        return sorted(n["name"] for n in admin(search, {"q": f"fulfillment_status:{status}"})["data"]["orders"]["nodes"])
+
+    assert names("unshipped") == ["400000000"] and names("partial") == ["400000001"] and names("shipped") == ["400000002"]
+    assert names("unfulfilled") == ["400000000", "400000001"] and len(names("any")) == 3
+
+
 def test_fulfilments_of_orders_placed_in_shopify_are_not_the_hubs(sandbox: Any, channel: Any, admin: Any) -> None:
     variant_id = next(v.id for v in sandbox.state.variants.values() if v.sku == SKU)
     admin("mutation($o: OrderCreateOrderInput!) { orderCreate(order: $o) { order { id } userErrors { message } } }",
