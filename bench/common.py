@@ -90,12 +90,12 @@ def machine() -> str:
 
 
 def commit() -> str:
-    """The short commit, with "+ uncommitted changes" when code outside bench/RESULTS.md differs from it."""
+    """The short commit, with "+ uncommitted changes" when code (not documentation) differs from it."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                               timeout=5).stdout.strip() or "unknown"
         changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                  ":(exclude)bench/RESULTS.md"], cwd=REPO, capture_output=True, text=True,
+                                  ":(exclude,glob)**/*.md"], cwd=REPO, capture_output=True, text=True,
                                  timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
