@@ -143,7 +143,7 @@ class InFlight:
         with self._lock:
             self.now -= 1
 
-    def around(self, app: WSGIApp, *, pause: float = 0.02, only: str = "") -> WSGIApp:
+    def around(self, app: WSGIApp, *, pause: float = 0.05, only: str = "") -> WSGIApp:
         def gauged(environ: dict, start_response: Callable) -> Iterable[bytes]:
             if only not in environ.get("PATH_INFO", ""):
                 return app(environ, start_response)
