@@ -456,7 +456,7 @@ class IconicChannel(Channel):
         wanted = [order.channel_order_id for (order, _), provider in zip(pairs, providers) if provider is not None]
         items = self._items_by_order(wanted)
         results: list[ItemResult | None] = [None] * len(pairs)
-        by_order: defaultdict[str, list[int]] = defaultdict(list)
+        by_order: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)  # order id -> (index, provider)
         for index, ((order, fulfilment), provider) in enumerate(zip(pairs, providers)):
             if provider is None:
                 known = ", ".join(str(p.get("name")) for p in self.providers())
@@ -464,13 +464,12 @@ class IconicChannel(Channel):
                     order.order_number, f"The Iconic has no shipping provider '{fulfilment.carrier}'; map this carrier "
                                         f"in the account's carrier map to one of: {known}", field="carrier")
             else:
-                by_order[str(order.channel_order_id)].append(index)
+                by_order[str(order.channel_order_id)].append((index, provider))
 
-        def write_order(indexes: list[int]) -> None:  # one order's shipments in turn: they share its items
-            for index in indexes:
+        def write_order(shipments: list[tuple[int, str]]) -> None:  # one order's in turn: they share its items
+            for index, provider in shipments:
                 order, fulfilment = pairs[index]
-                results[index] = self._write_back(order, fulfilment, str(providers[index]),
-                                                  items[str(order.channel_order_id)])
+                results[index] = self._write_back(order, fulfilment, provider, items[str(order.channel_order_id)])
 
         map_limited(write_order, by_order.values(), int(self._setting("write_back_concurrency")), name="iconic-write-back")
         return cast(list[ItemResult], results)  # every index is set, or map_limited raised

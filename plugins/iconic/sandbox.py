@@ -929,7 +929,7 @@ def create_app(seed: int = 0, *, clock: Callable[[], float] = time.time, faults:
 def _one_at_a_time(app: Any) -> Any:
     """Requests change the world one after another, as one database would order them; the fault
     middleware's latency stays outside, so clients sending several at once still overlap their waits."""
-    lock = threading.RLock()
+    lock = threading.Lock()
 
     def serialised(environ: dict, start_response: Callable) -> Any:
         with lock:
