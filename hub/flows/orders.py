@@ -56,9 +56,9 @@ from hub import records as canonical
 from hub.accounts import is_third_party_managed
 from hub.channel import Channel, Role
 from hub.connections import get_connector, has_role, open_channel
+from hub.db import chunked
 from hub.errors import AuthError, ChannelError, ConfigurationError, RateLimited, RejectedItem, TransientError
 from hub.events import emit
-from hub.db import chunked
 from hub.flows import stock
 from hub.flows.reset import reset_in_progress
 from hub.jobs import FlowContext, register_flow

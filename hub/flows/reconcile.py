@@ -40,10 +40,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from hub import defaults, labels
-from hub.db import chunked
 from hub.bindings import LISTING, bind, by_internals
 from hub.channel import Channel, Role
 from hub.connections import has_role, open_channel
+from hub.db import chunked
 from hub.errors import ConfigurationError, RejectedItem, ValidationError
 from hub.events import emit
 from hub.flows import stock

@@ -29,7 +29,7 @@ from marshmallow import Schema, fields, validate
 from hub.channel import Channel, ChannelServices, Limits, Role, WebhookAction, WebhookRequest
 from hub.errors import AuthError, ChannelError, ContractError, RejectedItem, TransientError
 from hub.parallel import map_limited
-from hub.records import Fulfilment, ItemResult, Order, Product, Return, Variant, validate_record
+from hub.records import Fulfilment, ItemResult, Order, Product, Return, Variant
 
 from . import mapping
 from .client import API_VERSION, MAX_INPUT_ITEMS, ShopifyClient, UserErrors, nodes_of
