@@ -740,6 +740,13 @@ def shared_ssl_context() -> ssl.SSLContext:
         return _ssl_context
 
 
+def load_transport() -> None:
+    """Load, in a process about to fork, what every client's first request needs: the TLS context
+    and httpx's transport (httpx imports httpcore on a client's first use). A forked RQ work horse
+    then inherits both instead of paying for them in every job."""
+    httpx.HTTPTransport(verify=shared_ssl_context()).close()
+
+
 def _timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
     if isinstance(timeout, httpx.Timeout):
         return timeout

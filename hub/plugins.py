@@ -55,6 +55,10 @@ class ChannelhubPluginManager(pluggy.PluginManager):
     @property
     def channels(self) -> dict[str, type[Channel]]:
         """Channel classes by ``Channel.name``, collected from ``channelhub_register_channels``."""
+        return self.load_channels()
+
+    def load_channels(self) -> dict[str, type[Channel]]:
+        """Collect the channel classes now (importing their modules) rather than on first use."""
         if self._channels is None:
             self._channels = self._collect_channels()
         return self._channels

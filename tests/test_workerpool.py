@@ -9,6 +9,7 @@ Without Redis or PostgreSQL the tests skip, except with ``CI=true``, where they 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -174,3 +175,24 @@ def test_bad_arguments_are_refused_before_anything_starts(tmp_path: Path) -> Non
         WorkerPool(config, 0)
     with pytest.raises(ConfigurationError, match="unknown lane"):
         WorkerPool(config, 2, lanes=["nope"])
+
+
+def test_a_worker_loads_what_every_job_needs_before_it_forks_work_horses(tmp_path: Path) -> None:
+    # A work horse is forked per job: whatever the worker has not imported yet, every job imports again.
+    code = (
+        "import json, sys\n"
+        "from hub.fleet import load_before_fork\n"
+        "watched = ['plugins.iconic.channel', 'plugins.shopify.channel', 'plugins.starshipit.channel',\n"
+        "           'plugins.uphance.channel', 'httpcore', 'hub.flows.orders', 'hub.flows.fulfilment']\n"
+        "before = [name for name in watched if name in sys.modules]\n"
+        "load_before_fork()\n"
+        "print(json.dumps({'before': before, 'missing': [name for name in watched if name not in sys.modules]}))\n"
+    )
+    env = {**os.environ, "CHANNELHUB_INSTANCE": str(tmp_path), "CHANNELHUB_DATABASE_URL": "sqlite://",
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env.pop("CHANNELHUB_PLUGINS", None)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["before"] == [], "importing hub.fleet already loads these; the test would prove nothing"
+    assert seen["missing"] == []
