@@ -55,6 +55,46 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _processes() -> dict[int, tuple[int, str, float]]:
+    """Every live process: pid -> (parent pid, command name, CPU seconds of it and its reaped children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[int, str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue  # it exited while we looked
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        # fields[1] is the parent; utime, stime, cutime, cstime are fields 14-17 of stat(5)
+        found[int(entry.name)] = (int(fields[1]), name, sum(int(v) for v in fields[11:15]) / tick)
+    return found
+
+
+def tree_cpu_seconds(roots: list[int] | None = None, *, command: str | None = None) -> float:
+    """CPU seconds used so far by the ``roots`` (or every process named ``command`` whose parent is
+    not) and all their descendants. A child that exited counts in its parent's reaped-children
+    time, so the difference of two readings is what the tree did between them, work horses forked
+    and gone included. Linux only (0.0 without /proc)."""
+    if not Path("/proc").is_dir():
+        return 0.0
+    processes = _processes()
+    if command is not None:
+        roots = [pid for pid, (parent, name, _) in processes.items()
+                 if name == command and processes.get(parent, (0, "", 0.0))[1] != command]
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in processes.items():
+        children.setdefault(parent, []).append(pid)
+    total, stack = 0.0, [pid for pid in roots or [] if pid in processes]
+    while stack:
+        pid = stack.pop()
+        total += processes[pid][2]
+        stack.extend(children.get(pid, []))
+    return total
+
+
 @dataclass
 class Measure:
     wall: float = 0.0

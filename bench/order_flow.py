@@ -27,7 +27,10 @@ For every combination of mode (``embedded``: hub.embedded.EmbeddedRuntime thread
    webhook endpoint does. Its figure is placement -> created in Shopify.
 
 Throughput = orders / (last tracking written back - first placement). Everything runs on one
-machine (this process, the sandboxes, PostgreSQL, Redis and the workers share its cores).
+machine (this process, the sandboxes, PostgreSQL, Redis and the workers share its cores), so the
+bench also prints the CPU seconds per 1,000 orders each of them used over the same window (fleet:
+the worker pool with its forked work horses; embedded: this process, placing and dispatching
+included): a figure that, unlike orders/s, barely moves with the machine's noise.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from bench.common import (
     bench_database,
     percentile,
     record,
+    tree_cpu_seconds,
 )
 
 REDIS_URL = os.environ.get("CHANNELHUB_BENCH_ORDERS_REDIS_URL", "redis://127.0.0.1:6379/11")
@@ -301,6 +305,30 @@ class Dispatcher:
 # -- the runtimes -------------------------------------------------------------------------------------------
 
 
+class CpuMeter:
+    """CPU the hub, the sandboxes and PostgreSQL use between ``start`` and ``stop``: throughput on a
+    shared 2-core machine depends on it, and unlike orders/s it does not change with the noise of
+    whatever else runs. The fleet's hub is the worker pool's process tree (forked work horses
+    included); the embedded hub is this process, so its figure includes placing and dispatching."""
+
+    def __init__(self, runtime: Any, brands: list[Brand]) -> None:
+        self.runtime, self.brands = runtime, brands
+        self.begun: dict[str, float] = {}
+
+    def read(self) -> dict[str, float]:
+        pool = getattr(self.runtime, "pool", None)
+        return {"hub": tree_cpu_seconds([pool.pid]) if pool is not None else time.process_time(),
+                "sandboxes": tree_cpu_seconds([brand.sandboxes.process.pid for brand in self.brands]),
+                "postgres": tree_cpu_seconds(command="postgres")}
+
+    def start(self) -> None:
+        self.begun = self.read()
+
+    def per_thousand(self, orders: int) -> dict[str, float]:
+        now = self.read()
+        return {part: (now[part] - self.begun[part]) * 1000 / max(1, orders) for part in now}
+
+
 class Embedded:
     def __init__(self, db: Any, workers: int, tick: float) -> None:
         from hub.embedded import EmbeddedRuntime
@@ -417,6 +445,7 @@ class Figures:
     api_calls: int = 0
     iconic_reads: int = 0
     requests: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per 1,000 orders: hub, sandboxes, postgres
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -561,8 +590,10 @@ def bench_config(args: argparse.Namespace, mode: str, latency_ms: int, accounts:
             dispatcher = Dispatcher(brands)
             dispatcher.start()
             shoppers = Shoppers(brands)
+            meter = CpuMeter(runtime, brands)
 
             # -- throughput: a burst of orders spread round-robin over the accounts
+            meter.start()
             started = time.time()
             for number in range(args.orders):
                 shoppers.place(brands[number % accounts])
@@ -576,6 +607,7 @@ def bench_config(args: argparse.Namespace, mode: str, latency_ms: int, accounts:
                 if done >= len(numbers):
                     break
                 time.sleep(0.25)
+            figures.cpu = meter.per_thousand(len(numbers))
             stamps = stage_times(db, numbers)
             written = [s["written_back"] for s in stamps.values() if "written_back" in s]
             figures.done = len(written)
@@ -672,16 +704,18 @@ def report(args: argparse.Namespace, results: list[Figures]) -> None:
              "orderCreates/s per shop)."), "",
              ("| mode | latency | accounts | workers | orders/s end to end | wall | "
               + " | ".join(f"{s} p50 / p95" for s in STAGES) + " | webhook import p50 / p95 | runs | API calls | "
-              "requests Iconic / Shopify / Starshipit (of which Iconic GET /v2/orders) | notes |"),
-             "|---|---|---|---|---|---|" + "---|" * len(STAGES) + "---|---|---|---|---|"]
+              "requests Iconic / Shopify / Starshipit (of which Iconic GET /v2/orders) | "
+              "CPU s per 1,000 orders: hub / sandboxes / PostgreSQL | notes |"),
+             "|---|---|---|---|---|---|" + "---|" * len(STAGES) + "---|---|---|---|---|---|"]
     for f in results:
         hook = f"{fmt(f.webhook[1])} / **{fmt(f.webhook[2])} s** ({f.webhook[0]})" if f.webhook else "—"
         runs = ", ".join(f"{k} {v}" for k, v in sorted(f.runs.items()))
+        cpu = " / ".join(f"{f.cpu[part]:.1f}" for part in ("hub", "sandboxes", "postgres")) if f.cpu else "—"
         lines.append(f"| {f.mode} | {f.latency_ms} ms | {f.accounts} | {f.workers} | **{f.rate:.1f}** "
                      f"({f.done}/{f.orders}) | {f.seconds:.1f} s | " +
                      " | ".join(f"{fmt(a)} / {fmt(b)} s" for a, b in f.stages.values()) +
                      f" | {hook} | {runs} | {f.api_calls} | {f.requests.get('iconic', 0)} / {f.requests.get('shopify', 0)} / "
-                     f"{f.requests.get('starshipit', 0)} ({f.iconic_reads}) | {'; '.join(f.notes) or '—'} |")
+                     f"{f.requests.get('starshipit', 0)} ({f.iconic_reads}) | {cpu} | {'; '.join(f.notes) or '—'} |")
     lines += ["", "Targets:", ""]
     summary: list[str] = []
     by = {(f.mode, f.latency_ms, f.accounts, f.workers): f for f in results}
