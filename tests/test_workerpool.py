@@ -178,15 +178,17 @@ def test_bad_arguments_are_refused_before_anything_starts(tmp_path: Path) -> Non
 
 
 def test_a_worker_loads_what_every_job_needs_before_it_forks_work_horses(tmp_path: Path) -> None:
-    # A work horse is forked per job: whatever the worker has not imported yet, every job imports again.
+    # A work horse is forked per job: whatever the worker has not imported or configured yet, every job does again.
     code = (
         "import json, sys\n"
         "from hub.fleet import load_before_fork\n"
         "watched = ['plugins.iconic.channel', 'plugins.shopify.channel', 'plugins.starshipit.channel',\n"
         "           'plugins.uphance.channel', 'httpcore', 'hub.flows.orders', 'hub.flows.fulfilment']\n"
-        "before = [name for name in watched if name in sys.modules]\n"
+        "from hub.models import Order\n"
+        "before = [name for name in watched if name in sys.modules] + (['mappers'] if Order.__mapper__.configured else [])\n"
         "load_before_fork()\n"
-        "print(json.dumps({'before': before, 'missing': [name for name in watched if name not in sys.modules]}))\n"
+        "missing = [name for name in watched if name not in sys.modules] + ([] if Order.__mapper__.configured else ['mappers'])\n"
+        "print(json.dumps({'before': before, 'missing': missing}))\n"
     )
     env = {**os.environ, "CHANNELHUB_INSTANCE": str(tmp_path), "CHANNELHUB_DATABASE_URL": "sqlite://",
            "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
