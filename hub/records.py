@@ -455,6 +455,8 @@ def _field_check(schema_field: fields.Field) -> Check | None:
         value_ok = lambda value: True
     elif kind is fields.Decimal and not schema_field.allow_nan:
         value_ok = _decimal_check(schema_field)
+    elif kind is fields.AwareDateTime:
+        value_ok = lambda value: type(value) is datetime and value.utcoffset() is not None
     elif kind is fields.List:
         inner = _field_check(schema_field.inner)
         if inner is None:

@@ -108,3 +108,21 @@ def test_every_record_has_a_schema():
     for record_class in (StockLevel, Variant, Product, Listing, Address, OrderLine, Order,
                          FulfilmentLine, Fulfilment, Return, ItemResult):
         assert record_class in records.SCHEMAS
+
+
+def test_an_order_built_typed_is_checked_in_place_without_the_schema_round_trip(monkeypatch):
+    order = load(Order, ORDER)
+
+    def no_round_trip(*args, **kwargs):
+        raise AssertionError("a valid typed order should not need the schema round trip")
+
+    monkeypatch.setattr(records, "dump", no_round_trip)
+    validate_record(order)  # aware datetimes, decimals, nested lines and addresses: all checked in place
+
+
+def test_a_naive_datetime_in_a_typed_order_takes_the_round_trip_and_is_refused():
+    naive = load(Order, ORDER)
+    naive.placed_at = datetime(2026, 11, 20, 10, 0)
+    with pytest.raises(ValidationError) as refused:
+        validate_record(naive)
+    assert "placed_at" in refused.value.messages

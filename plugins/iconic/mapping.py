@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from hub.errors import ContractError, RejectedItem, ValidationError
-from hub.records import Listing, Order, load
+from hub.records import Address, Listing, Order, OrderLine, validate_record
 
 # Naive v2 timestamps are read as THE ICONIC's local time (the legacy API's convention).
 ICONIC_TZ = ZoneInfo("Australia/Sydney")
@@ -135,29 +135,38 @@ def order_from_remote(order: dict[str, Any], items: list[dict[str, Any]]) -> Ord
     billing = address_from_remote(addresses["billing"], f"{where}.address.billing") if addresses.get("billing") else None
     lines = group_lines(items, where)
     customer = order.get("customer") or {}
-    data = {
-        "channel_order_id": str(order["id"]), "order_number": str(number), "lines": lines,
-        "shipping_address": shipping, "billing_address": billing,
-        "placed_at": parse_time(order.get("createdAt"), f"{where}.createdAt").isoformat(),
-        "changed_at": _changed_at(order, items, where),
-        "status": order_status([line["status"] for line in lines]),
-        "currency": str(order.get("currency") or "AUD"),
-        "customer_name": " ".join(str(p) for p in (customer.get("firstName"), customer.get("lastName")) if p),
-        "customer_email": (billing or shipping)["email"],
-        "total": money(order.get("grandTotal"), f"{where}.grandTotal"),
-        "raw": {**order, "items": items},
-    }
+    # Built typed and checked in place (hub.records.validate_record): every scheduled pull maps the
+    # whole re-read window, and parsing it back through the schema was half of an idle orders run's
+    # CPU. A record the check doubts takes the schema round trip, which words the error.
+    record = Order(
+        channel_order_id=str(order["id"]), order_number=str(number),
+        lines=[OrderLine(**{**line, "unit_price": _decimal(line["unit_price"])}) for line in lines],
+        shipping_address=Address(**shipping), billing_address=Address(**billing) if billing else None,
+        placed_at=parse_time(order.get("createdAt"), f"{where}.createdAt"),
+        changed_at=_changed_at(order, items, where),
+        status=order_status([line["status"] for line in lines]),
+        currency=str(order.get("currency") or "AUD"),
+        customer_name=" ".join(str(p) for p in (customer.get("firstName"), customer.get("lastName")) if p),
+        customer_email=(billing or shipping)["email"],
+        total=_decimal(money(order.get("grandTotal"), f"{where}.grandTotal")),
+        raw={**order, "items": items},
+    )
     try:
-        return load(Order, data)
+        validate_record(record)
     except ValidationError as error:
         raise ContractError(f"{where}: {error}", detail=error.messages) from None
+    return record
 
 
-def _changed_at(order: dict[str, Any], items: list[dict[str, Any]], where: str) -> str:
+def _decimal(amount: str | None) -> Decimal | None:
+    return None if amount is None else Decimal(amount)
+
+
+def _changed_at(order: dict[str, Any], items: list[dict[str, Any]], where: str) -> datetime:
     """The latest update of the order or any of its items: the orders cursor follows it."""
     stamps = [order.get("updatedAt"), *(item.get("updatedAt") for item in items)]
     times = [parse_time(stamp, f"{where}.updatedAt") for stamp in stamps if stamp]
-    return max(times).isoformat() if times else parse_time(order.get("createdAt"), f"{where}.createdAt").isoformat()
+    return max(times) if times else parse_time(order.get("createdAt"), f"{where}.createdAt")
 
 
 # -- listings -----------------------------------------------------------------------------------

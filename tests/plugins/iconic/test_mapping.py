@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from hub.errors import ContractError, RejectedItem
+from hub.records import Order, dump, load
 from plugins.iconic import mapping
 from plugins.iconic.sandbox import IconicState
 from tests.plugins.iconic.conftest import dress
@@ -46,6 +48,21 @@ def test_an_order_maps_to_a_valid_canonical_order():
     assert result.shipping_address.line2 == "Unit 2" and result.shipping_address.country == "AU"
     assert result.placed_at.utcoffset().total_seconds() == 10 * 3600  # naive = Sydney time (AEST in June)
     assert result.customer_email == "sam@example.com" and result.total == Decimal("100.00")
+
+
+def test_a_mapped_order_is_exactly_what_the_schema_would_load():
+    # The mapping builds the record typed and checks it in place; the schema's round trip is the reference.
+    result = mapping.order_from_remote(order(updatedAt="2025-06-02T01:00:00Z"),
+                                       [item(1, "A"), item(2, "B", "canceled", 12.5)])
+    assert result == load(Order, dump(result))
+    assert result.changed_at == datetime(2025, 6, 2, 1, tzinfo=timezone.utc)
+
+
+def test_an_order_with_a_blank_required_field_is_refused_naming_it():
+    blank_street = order(address={"shipping": {**order()["address"]["shipping"], "address": []}})
+    with pytest.raises(ContractError, match="shipping_address.line1") as refused:
+        mapping.order_from_remote(blank_street, [item(1, "A")])
+    assert "shipping_address.line1" in refused.value.detail
 
 
 @pytest.mark.parametrize("changes,items,text", [
