@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import json
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -312,7 +312,7 @@ class ShopifyChannel(Channel):
             if stop.is_set():
                 return None
             try:
-                return _unmatched_lines(order, matches) or self._order_create(order, variant_ids)
+                return _unmatched_lines(order, matches) or self._order_create(order, variant_ids, on_timeout=stop.set)
             except RejectedItem as error:
                 return ItemResult.rejected(order.order_number, str(error), field=error.field)
             except ChannelError as error:
@@ -323,20 +323,23 @@ class ShopifyChannel(Channel):
         failure = next((outcome for outcome in outcomes if isinstance(outcome, ChannelError)), None)
         if failure is not None and not any(isinstance(outcome, ItemResult) and outcome.ok for outcome in outcomes):
             raise failure  # nothing of this call is in Shopify yet: the flow handles it for the batch
+        reason = failure or "an orderCreate of the same batch timed out (it had reached Shopify)"
         for order, outcome in zip(todo, outcomes):
             # Those created must get their bindings now: a retry soon after could miss them in
             # Shopify's search index. The rest were not sent and go again on the next run.
             results[order.order_number] = outcome if isinstance(outcome, ItemResult) else ItemResult.rejected(
-                order.order_number, f"not sent to Shopify: {failure}", retryable=True)
+                order.order_number, f"not sent to Shopify: {reason}", retryable=True)
         return [results[order.order_number] for order in orders]
 
-    def _order_create(self, order: Order, variant_ids: dict[str, str]) -> ItemResult:
+    def _order_create(self, order: Order, variant_ids: dict[str, str],
+                      on_timeout: Callable[[], None] = lambda: None) -> ItemResult:
         order_input = mapping.order_create_input(order, variant_ids, self._marketplace())
         options = {"inventoryBehaviour": self.config["inventory_behaviour"], "sendReceipt": False,
                    "sendFulfillmentReceipt": False}
         try:
             payload = self.client.mutate(ORDER_CREATE, {"order": order_input, "options": options}, "orderCreate")
         except TransientError:
+            on_timeout()  # a batch sends no new orderCreate from here on, while we look
             # orderCreate has no idempotency key: it may have been applied. Look before failing.
             existing = self._find_hub_orders([order]).get(order.order_number)
             if existing is None:

@@ -319,6 +319,27 @@ def test_concurrent_creates_keep_what_was_created_and_send_nothing_new_after_a_f
     assert 4 <= len(in_shopify) and len(calls) <= 5 + 2  # at most the two others in flight finish after the failure
 
 
+def test_a_create_that_timed_out_but_reached_shopify_is_kept_and_the_rest_wait_for_the_next_run(
+        sandbox: Any, make_channel: Any, monkeypatch: Any) -> None:
+    channel = make_channel(sandbox, {"inventory_behaviour": "BYPASS", "create_concurrency": 1})
+    mutate, calls = channel.client.mutate, []
+
+    def answer_lost(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[1]["order"]["name"])
+        payload = mutate(*args, **kwargs)  # Shopify creates the order ...
+        if len(calls) == 3:
+            raise TransientError("Shopify timed out")  # ... and the answer never arrives
+        return payload
+
+    monkeypatch.setattr(channel.client, "mutate", answer_lost)
+    orders = [marketplace_order(str(400000700 + i)) for i in range(6)]
+    results = channel.create_orders(orders)
+    assert [r.ok for r in results] == [True, True, True, False, False, False]
+    assert results[2].message == "created (after a timeout)"
+    assert all(r.retryable and "timed out" in r.message for r in results[3:])
+    assert len(calls) == 3 and len(sandbox.state.orders) == 3  # nothing new was sent after the timeout
+
+
 def test_creates_overlap_up_to_create_concurrency(sandbox: Any, make_channel: Any, monkeypatch: Any) -> None:
     channel = make_channel(sandbox, {"inventory_behaviour": "BYPASS"})
     gauge = InFlight()
