@@ -34,6 +34,9 @@ from plugins.iconic import mapping
 from plugins.iconic.client import LIVE_URL, STAGING_URL, IconicClient, items_of
 
 DELIVERY_TYPES = ("dropship", "pickup", "send_to_warehouse")
+# Reads of one orders pull in flight at once: the pages after the first, and the order-items look-ups
+# of 100 orders each. A backlog of 1,000 orders was 10 + 10 round trips one after another.
+READS_IN_FLIGHT = 4
 ORDER_IDS_PER_CALL = 100  # order ids per order-items lookup: a fulfilment batch's orders in one (≈2.5 kB of URL)
 SELLER_SKUS_PER_CALL = 100  # GET /v2/product/seller-skus maximum
 ORDER_EVENTS = {"ordercreated", "orderitemsstatuschanged", "orderitemstatuschanged", "itemstatuschanged"}
@@ -420,7 +423,7 @@ class IconicChannel(Channel):
 
     def _orders(self, params: list[tuple[str, Any]]) -> Iterator[Order]:
         # Offset pages drift while orders change; keyed by id, a repeated order counts once.
-        orders = {order["id"]: order for order in self.client.paged("/v2/orders", params)}
+        orders = {order["id"]: order for order in self.client.paged("/v2/orders", params, in_flight=READS_IN_FLIGHT)}
         items = self._items_of(orders)
         for order_id, order in orders.items():
             yield mapping.order_from_remote(order, items.get(order_id, []))
@@ -434,8 +437,11 @@ class IconicChannel(Channel):
                 by_order[order_id].update({item["id"]: item for item in order["items"]})
             else:
                 wanted.append(order_id)
-        for chunk in _chunks(wanted, ORDER_IDS_PER_CALL):
-            for item in self.client.paged("/v2/order-items", [("orderIds[]", i) for i in chunk]):
+        def items(chunk: list[Any]) -> list[dict[str, Any]]:
+            return list(self.client.paged("/v2/order-items", [("orderIds[]", i) for i in chunk]))
+
+        for found in map_limited(items, _chunks(wanted, ORDER_IDS_PER_CALL), READS_IN_FLIGHT, name="iconic-items"):
+            for item in found:
                 by_order[item.get("orderId")][item["id"]] = item  # de-duplicated by order item id
         return {order_id: list(items.values()) for order_id, items in by_order.items()}
 

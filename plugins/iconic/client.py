@@ -21,6 +21,7 @@ import httpx
 
 from hub.channel import ChannelServices, Limits
 from hub.errors import AuthError, ContractError, RateLimited, RejectedItem, TransientError
+from hub.parallel import map_limited
 
 LIVE_URL = "https://sellercenter-api.theiconic.com.au"
 STAGING_URL = "https://sellercenter-api-preprod.theiconic.com.au"
@@ -90,21 +91,40 @@ class IconicClient:
     def put(self, path: str, body: Any = None, params: Params | None = None) -> Any:
         return self.call("PUT", path, params=params, json_body=body)
 
-    def paged(self, path: str, params: Params | None = None, *, page_size: int | None = None) -> Iterator[Any]:
+    def paged(self, path: str, params: Params | None = None, *, page_size: int | None = None,
+              in_flight: int = 1) -> Iterator[Any]:
         """Yield every item of a ``{items, pagination}`` list, page by page to the end.
 
-        A failing page raises; callers never see a partial enumeration as complete.
+        With ``in_flight`` above 1, once the first page is full and gives a ``totalCount``, the pages
+        up to that count are read that many at a time (the account's pace still holds); a list that
+        grew meanwhile is read on, one page at a time, to its end. A failing page raises; callers
+        never see a partial enumeration as complete.
         """
         limit = page_size or self.page_size
-        offset = 0
         base = list(params.items()) if isinstance(params, Mapping) else list(params or [])
+
+        def page(offset: int) -> Any:
+            return self.get(path, [*base, ("limit", limit), ("offset", offset)])
+
+        offset = 0
+        body = page(offset)
+        total = _total_count(body)
+        if in_flight > 1 and total is not None and len(_page_of(body, path, 0)[0]) == limit < total:
+            # The server honours the page size (the first page is full), so the offsets are known.
+            offsets = list(range(limit, total, limit))
+            bodies = [body, *map_limited(page, offsets, in_flight, name="iconic-pages")]
+            for start, body in zip([0, *offsets], bodies[:-1]):
+                items, _ = _page_of(body, path, start)
+                yield from items
+            offset = offsets[-1]
+            body = bodies[-1]
         while True:
-            body = self.get(path, [*base, ("limit", limit), ("offset", offset)])
             items, more = _page_of(body, path, offset)
             yield from items
             offset += len(items)
             if not items or not more(offset):
                 return
+            body = page(offset)
 
     def _send(self, method: str, path: str, params: Params | None, json_body: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token()}", "Accept": "application/json"}
@@ -185,6 +205,12 @@ def _page_of(body: Any, path: str, offset: int) -> tuple[list[Any], Any]:
     if "hasNext" in pagination:
         return body["items"], lambda seen: bool(pagination["hasNext"])
     raise ContractError(f"{path}: pagination has neither totalCount nor hasNext", detail=pagination)
+
+
+def _total_count(body: Any) -> int | None:
+    pagination = body.get("pagination") if isinstance(body, dict) else None
+    total = pagination.get("totalCount") if isinstance(pagination, dict) else None
+    return total if isinstance(total, int) else None
 
 
 def items_of(body: Any, path: str) -> list[Any]:

@@ -14,7 +14,7 @@ from hub.channel import WebhookRequest
 from hub.errors import AuthError, RejectedItem, TransientError, ValidationError
 from hub.records import Fulfilment, FulfilmentLine, Listing, validate_record
 from hub.testing import InFlight
-from plugins.iconic.channel import LEGACY_WEBHOOK_SECRET, IconicChannel
+from plugins.iconic.channel import LEGACY_WEBHOOK_SECRET, READS_IN_FLIGHT, IconicChannel
 from tests.plugins.iconic.conftest import WEBHOOK_SECRET, calls, dress, place_order
 
 
@@ -464,6 +464,22 @@ def test_orders_and_items_are_paged_and_deduplicated(channel, sandbox, control, 
     assert len(orders) == len({o.channel_order_id for o in orders}) == 120
     assert calls(sandbox, "GET", "/v2/orders") == 2
     assert calls(sandbox, "GET", "/v2/order-items") == 2  # 100 order ids per lookup
+
+
+def test_a_long_orders_pull_reads_pages_and_item_look_ups_several_at_a_time(channel, sandbox, control, listed,
+                                                                           monkeypatch):
+    product(sandbox, listed[0].sku)["quantity"] = 1000
+    for _ in range(350):
+        place_order(control, (listed[0].sku, 1))
+    pages, lookups = InFlight(), InFlight()
+    monkeypatch.setattr(sandbox, "app", pages.around(lookups.around(sandbox.app, only="/v2/order-items"),
+                                                     only="/v2/orders"))
+    orders = list(channel.pull_orders(None))
+    assert len(orders) == len({o.channel_order_id for o in orders}) == 350
+    assert all(order.lines for order in orders)
+    assert calls(sandbox, "GET", "/v2/orders") == 4 and calls(sandbox, "GET", "/v2/order-items") == 4
+    assert pages.most == 3  # the first page alone (it gives the total), then the other three at once
+    assert lookups.most == READS_IN_FLIGHT == 4
 
 
 def test_embedded_items_need_no_second_call(channel, sandbox, control, listed):

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from hub.errors import AuthError, ConfigurationError, ContractError, RateLimited, RejectedItem, TransientError
+from hub.testing import InFlight
 from plugins.iconic.client import LIVE_URL, STAGING_URL, raise_mapped
 from tests.plugins.iconic.conftest import FakeTime, calls, dress, place_order
 
@@ -81,6 +82,47 @@ def test_paging_takes_one_call_per_page_of_the_total(channel, sandbox):
     state.brands = state.brands[:150]
     assert len(list(channel.client.paged("/v2/brands"))) == 150
     assert calls(sandbox, "GET", "/v2/brands") == 2
+
+
+def test_pages_after_the_first_can_be_read_several_at_a_time(channel, sandbox, monkeypatch):
+    gauge = InFlight()
+    monkeypatch.setattr(sandbox, "app", gauge.around(sandbox.app, only="/v2/brands"))
+    brands = list(channel.client.paged("/v2/brands", in_flight=4))
+    assert [b["id"] for b in brands] == [b["id"] for b in channel.client.paged("/v2/brands")]  # same order
+    assert len({b["id"] for b in brands}) == 1200
+    assert gauge.most == 4
+    assert calls(sandbox, "GET", "/v2/brands") == 2 * 12
+
+
+def fake_list(total: int, *, cap: int = 100, grow_by: int = 0) -> Any:
+    """A paged list's GET: pages of at most ``cap``; after the first page is read the list grows."""
+    state = {"total": total, "offsets": []}
+
+    def get(path: str, params: Any = None) -> Any:
+        args = dict(params)
+        offset, limit = args["offset"], min(args["limit"], cap)
+        state["offsets"].append(offset)
+        body = {"items": [{"id": i} for i in range(offset, min(offset + limit, state["total"]))],
+                "pagination": {"totalCount": state["total"]}}
+        if offset == 0:
+            state["total"] += grow_by
+        return body
+
+    return get, state
+
+
+@pytest.mark.parametrize("total,cap,grow_by,expected_calls", [
+    (230, 100, 0, 3),    # full pages: offsets known from the first page's totalCount
+    (230, 50, 0, 5),     # the server caps the page size: read one page after another, nothing skipped
+    (230, 100, 105, 4),  # the list grew while it was read: read on to its new end
+    (100, 100, 0, 1),
+])
+def test_reading_pages_at_once_still_reads_each_item_once(channel, monkeypatch, total, cap, grow_by, expected_calls):
+    get, state = fake_list(total, cap=cap, grow_by=grow_by)
+    monkeypatch.setattr(channel.client, "get", get)
+    ids = [item["id"] for item in channel.client.paged("/v2/brands", in_flight=4)]
+    assert ids == list(range(total + grow_by))
+    assert len(state["offsets"]) == expected_calls
 
 
 def test_a_failing_page_raises_instead_of_ending_the_list(channel, sandbox):
