@@ -20,6 +20,7 @@ from hub.flows import stock as stock_flow
 from hub.jobs import FlowContext
 from hub.models import ChannelAccount, OrderStatus, RunStatus
 from hub.records import FulfilmentLine
+from hub.testing import InFlight
 from tests.flows_fixtures_b import OrdersHub, Scene, ordershub  # noqa: F401
 from tests.memory_channel import MemoryChannel, MemoryRemote
 from tests.storage_fixtures import box, database, organisation  # noqa: F401
@@ -215,6 +216,37 @@ def test_shipments_come_from_the_fulfilment_account_too_and_count_once(ordershub
     assert report.status is RunStatus.OK
     assert scene.dest.calls["pull_fulfilments"] == 1 and scene.ship.calls["pull_fulfilments"] == 1
     assert [number for number, _ in scene.market.sent_fulfilments] == ["1001"]
+
+
+def test_both_sources_are_pulled_at_the_same_time(ordershub: OrdersHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    scene = routed(ordershub, fulfilment=True)
+    ordershub.ship(scene.ship, "1001")
+    gauge, pull = InFlight(), MemoryChannel.pull_fulfilments
+
+    def slow_pull(self: MemoryChannel, since: Any = None) -> Any:
+        with gauge:
+            time.sleep(0.1)  # a round trip
+            return pull(self, since)
+
+    monkeypatch.setattr(MemoryChannel, "pull_fulfilments", slow_pull)
+    assert ordershub.run(scene.marketplace, "fulfilment").status is RunStatus.OK
+    assert gauge.most == 2
+    assert [number for number, _ in scene.market.sent_fulfilments] == ["1001"]
+
+
+def test_a_source_that_fails_holds_back_no_shipment_of_the_other(ordershub: OrdersHub) -> None:
+    scene = routed(ordershub, fulfilment=True)
+    assert scene.ship is not None
+    ordershub.ship(scene.ship, "1001")  # the warehouse shipped it
+    scene.dest.fail_with = TransientError("Shopify answered 503")  # while Shopify is down
+
+    first = ordershub.run(scene.marketplace, "fulfilment")
+    assert first.status is not RunStatus.OK and "503" in (first.error or "")
+    assert [number for number, _ in scene.market.sent_fulfilments] == ["1001"]  # sent all the same
+
+    scene.dest.fail_with = None
+    assert ordershub.run(scene.marketplace, "fulfilment").status is RunStatus.OK
+    assert len(scene.market.sent_fulfilments) == 1  # and never twice
 
 
 def test_third_party_managed_orders_are_never_written_back(ordershub: OrdersHub) -> None:

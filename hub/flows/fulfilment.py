@@ -3,8 +3,10 @@
 Top to bottom, for one MARKETPLACE account with Fulfilments on:
 
 1. **Pull** ``pull_fulfilments(since)`` from each place that ships the account's orders: its
-   destination account (Shopify, Uphance) and its fulfilment account (Starshipit). Each source has its
-   own cursor on this account (``fulfilments:<source id>``), minus ``PULL_OVERLAP``.
+   destination account (Shopify, Uphance) and its fulfilment account (Starshipit), both at once.
+   Each source has its own cursor on this account (``fulfilments:<source id>``), minus
+   ``PULL_OVERLAP``. When one source's pull fails, the other's shipments are still stored and sent,
+   and the failure is raised at the end of the run (which the runtime retries).
 2. **Store** each shipment that belongs to one of this account's orders (matched by the marketplace
    order number; shipments of other channels' orders are not ours and are passed over) as a
    Fulfilment row, once (unique per order and shipment id); the order becomes ``fulfilled``. The
@@ -44,6 +46,7 @@ from hub.flows.orders import (SENT_SHIPMENT, advance_cursor, canonical_order, lo
                               settle_shipped)
 from hub.jobs import FlowContext, register_flow
 from hub.models import AccountStatus, CarrierMap, ChannelAccount, Fulfilment, Order, OrderStatus, utcnow
+from hub.parallel import map_limited
 from hub.scheduling import aware
 
 log = logging.getLogger("channelhub.flows.fulfilment")
@@ -78,14 +81,39 @@ def run_fulfilment(ctx: FlowContext) -> None:
         sources = _sources(session, account)
         marketplace = open_channel(account)
         account_id = account.id
-    for source in [] if ctx.is_continuation else sources:  # a continuation sends what its run stored
+    # A continuation sends what its run stored. A source that failed is reported after the others'
+    # shipments are stored and sent: one source being down holds back no other's.
+    failure = None if ctx.is_continuation else pull_and_store(ctx, account_id, sources)
+    send_unsent(ctx, account_id, marketplace)
+    if failure is not None:
+        raise failure
+
+
+def pull_and_store(ctx: FlowContext, account_id: int, sources: list[Source]) -> Exception | None:
+    """Pull every source at the same time (each waits on its own channel) and store what each gave;
+    the first failure is returned, for the caller to raise once the rest is done."""
+    ready = []
+    for source in sources:
         if source.problem or source.channel is None:
             ctx.item(source.name, "skipped", source.problem or "cannot be opened")
+        else:
+            ready.append(source)
+
+    def pull(source: Source) -> list[canonical.Fulfilment] | Exception:
+        assert source.channel is not None
+        try:
+            return list(source.channel.pull_fulfilments(source.since))
+        except Exception as error:  # noqa: BLE001 - raised below, after the other sources' shipments are stored
+            return error
+
+    failure: Exception | None = None
+    for source, pulled in zip(ready, map_limited(pull, ready, len(ready), name="fulfilment-pull")):
+        if isinstance(pulled, Exception):
+            failure = failure or pulled
             continue
-        shipments = list(source.channel.pull_fulfilments(source.since))
         ctx.add_api_calls(1)
-        store_shipments(ctx, account_id, source, shipments)
-    send_unsent(ctx, account_id, marketplace)
+        store_shipments(ctx, account_id, source, pulled)
+    return failure
 
 
 def skip_reason(account: ChannelAccount) -> str | None:
