@@ -393,10 +393,14 @@ class ShopifyChannel(Channel):
     def pull_fulfilments(self, since: datetime | None = None) -> Iterable[Fulfilment]:
         """Shipments of the hub's orders changed since ``since``. Only orders Shopify lists as partly
         or fully shipped are read: a page holds 7 orders with their fulfilments, and the orders a
-        warehouse ships outside Shopify (Starshipit) would otherwise be re-read every run."""
-        for status in SHIPPED_SEARCH_VALUES:
+        warehouse ships outside Shopify (Starshipit) would otherwise be re-read every run. The
+        searches go out at the same time."""
+        def search(status: str) -> list[dict[str, Any]]:
             variables = {"first": ORDERS_PAGE, "query": _hub_orders_query(since, f"fulfillment_status:{status}")}
-            for order in self.client.paginate(HUB_ORDERS, variables, ("orders",)):
+            return list(self.client.paginate(HUB_ORDERS, variables, ("orders",)))
+
+        for orders in map_limited(search, SHIPPED_SEARCH_VALUES, len(SHIPPED_SEARCH_VALUES), name="shopify-shipped"):
+            for order in orders:
                 yield from self._shipments_of(order)
 
     def _shipments_of(self, order: dict[str, Any]) -> Iterator[Fulfilment]:

@@ -112,17 +112,20 @@ def test_a_fulfilment_with_carrier_and_tracking_reaches_the_hub(sandbox: Any, ch
 
 
 def test_the_fulfilment_pull_reads_only_orders_shopify_lists_as_shipped(sandbox: Any, make_channel: Any,
-                                                                       admin: Any) -> None:
+                                                                       admin: Any, monkeypatch: Any) -> None:
     channel = make_channel(sandbox, {"inventory_behaviour": "BYPASS"})
     channel.create_orders(batch(30))  # shipped by a warehouse outside Shopify: no fulfilment here
     admin("/_control/fulfil", {"order": "400000003", "company": "StarTrack", "number": "ST3",
                                "lines": {SKUS[3 % len(SKUS)]: 1}})  # part of the order
     admin("/_control/fulfil", {"order": "400000007", "company": "Sendle", "number": "SD7"})  # all of it
     sandbox.reset_counts()
+    gauge = InFlight()
+    monkeypatch.setattr(sandbox, "app", gauge.around(sandbox.app))
     shipments = list(channel.pull_fulfilments(None))
     assert sorted((s.order_number, s.tracking_number) for s in shipments) == [("400000003", "ST3"),
                                                                               ("400000007", "SD7")]
     assert graphql_calls(sandbox) == 2  # one search for partly shipped orders, one for shipped: no page of 7 x 30
+    assert gauge.most == 2  # sent at the same time
 
 
 def test_the_sandbox_searches_orders_by_shopifys_fulfillment_status_values(sandbox: Any, make_channel: Any,
