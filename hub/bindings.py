@@ -100,8 +100,8 @@ class NewBindings:
 
     def write(self) -> None:
         # The rows go as parameters of one statement, not inlined by .values(): SQLAlchemy then compiles
-        # it once per process and sends the rows as multi-row VALUES (insertmanyvalues), where a
-        # statement built for each batch size was compiled anew (a twelfth of a worker's CPU).
+        # it once per process (psycopg sends the rows pipelined, one round trip), where a statement
+        # built with the rows inlined was compiled anew for every batch (a twelfth of a worker's CPU).
         statement = _insert(self.session).on_conflict_do_nothing()
         for start in range(0, len(self.rows), INSERT_ROWS):  # 8 parameters a row: within old SQLite's 999
             self.session.execute(statement, self.rows[start:start + INSERT_ROWS])
