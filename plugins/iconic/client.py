@@ -96,9 +96,10 @@ class IconicClient:
         """Yield every item of a ``{items, pagination}`` list, page by page to the end.
 
         With ``in_flight`` above 1, once the first page is full and gives a ``totalCount``, the pages
-        up to that count are read that many at a time (the account's pace still holds); a list that
-        grew meanwhile is read on, one page at a time, to its end. A failing page raises; callers
-        never see a partial enumeration as complete.
+        up to that count are read that many at a time (the account's pace still holds). From the
+        first page that comes back short (the list ended, or the server shortened it) the rest is
+        read one page at a time, and so is a list that grew meanwhile. A failing page raises;
+        callers never see a partial enumeration as complete.
         """
         limit = page_size or self.page_size
         base = list(params.items()) if isinstance(params, Mapping) else list(params or [])
@@ -106,25 +107,23 @@ class IconicClient:
         def page(offset: int) -> Any:
             return self.get(path, [*base, ("limit", limit), ("offset", offset)])
 
-        offset = 0
-        body = page(offset)
-        total = _total_count(body)
-        if in_flight > 1 and total is not None and len(_page_of(body, path, 0)[0]) == limit < total:
-            # The server honours the page size (the first page is full), so the offsets are known.
+        first = page(0)
+        items, more = _page_of(first, path, 0)
+        yield from items
+        offset = len(items)
+        total = _total_count(first)
+        if in_flight > 1 and total is not None and len(items) == limit < total:
             offsets = list(range(limit, total, limit))
-            bodies = [body, *map_limited(page, offsets, in_flight, name="iconic-pages")]
-            for start, body in zip([0, *offsets], bodies[:-1]):
-                items, _ = _page_of(body, path, start)
+            for start, body in zip(offsets, map_limited(page, offsets, in_flight, name="iconic-pages")):
+                items, more = _page_of(body, path, start)
                 yield from items
-            offset = offsets[-1]
-            body = bodies[-1]
-        while True:
-            items, more = _page_of(body, path, offset)
+                offset = start + len(items)
+                if len(items) < limit:
+                    break  # the pages after this one were read at offsets that may no longer hold
+        while items and more(offset):
+            items, more = _page_of(page(offset), path, offset)
             yield from items
             offset += len(items)
-            if not items or not more(offset):
-                return
-            body = page(offset)
 
     def _send(self, method: str, path: str, params: Params | None, json_body: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token()}", "Accept": "application/json"}

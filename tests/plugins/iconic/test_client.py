@@ -94,13 +94,15 @@ def test_pages_after_the_first_can_be_read_several_at_a_time(channel, sandbox, m
     assert calls(sandbox, "GET", "/v2/brands") == 2 * 12
 
 
-def fake_list(total: int, *, cap: int = 100, grow_by: int = 0) -> Any:
-    """A paged list's GET: pages of at most ``cap``; after the first page is read the list grows."""
+def fake_list(total: int, *, cap: int = 100, later_cap: int | None = None, grow_by: int = 0) -> Any:
+    """A paged list's GET: pages of at most ``cap`` (``later_cap`` after the first); after the first
+    page is read the list grows by ``grow_by``."""
     state = {"total": total, "offsets": []}
 
     def get(path: str, params: Any = None) -> Any:
         args = dict(params)
-        offset, limit = args["offset"], min(args["limit"], cap)
+        offset = args["offset"]
+        limit = min(args["limit"], cap if offset == 0 or later_cap is None else later_cap)
         state["offsets"].append(offset)
         body = {"items": [{"id": i} for i in range(offset, min(offset + limit, state["total"]))],
                 "pagination": {"totalCount": state["total"]}}
@@ -111,14 +113,16 @@ def fake_list(total: int, *, cap: int = 100, grow_by: int = 0) -> Any:
     return get, state
 
 
-@pytest.mark.parametrize("total,cap,grow_by,expected_calls", [
-    (230, 100, 0, 3),    # full pages: offsets known from the first page's totalCount
-    (230, 50, 0, 5),     # the server caps the page size: read one page after another, nothing skipped
-    (230, 100, 105, 4),  # the list grew while it was read: read on to its new end
-    (100, 100, 0, 1),
+@pytest.mark.parametrize("total,cap,later_cap,grow_by,expected_calls", [
+    (230, 100, None, 0, 3),    # full pages: offsets known from the first page's totalCount
+    (230, 50, None, 0, 5),     # the server caps the page size: read one page after another, nothing skipped
+    (230, 100, 50, 0, 5),      # ... or only pages after the first: from the short one on, one at a time
+    (230, 100, None, 105, 4),  # the list grew while it was read: read on to its new end
+    (100, 100, None, 0, 1),
 ])
-def test_reading_pages_at_once_still_reads_each_item_once(channel, monkeypatch, total, cap, grow_by, expected_calls):
-    get, state = fake_list(total, cap=cap, grow_by=grow_by)
+def test_reading_pages_at_once_still_reads_each_item_once(channel, monkeypatch, total, cap, later_cap, grow_by,
+                                                          expected_calls):
+    get, state = fake_list(total, cap=cap, later_cap=later_cap, grow_by=grow_by)
     monkeypatch.setattr(channel.client, "get", get)
     ids = [item["id"] for item in channel.client.paged("/v2/brands", in_flight=4)]
     assert ids == list(range(total + grow_by))
