@@ -30,7 +30,8 @@ Throughput = orders / (last tracking written back - first placement). Everything
 machine (this process, the sandboxes, PostgreSQL, Redis and the workers share its cores), so the
 bench also prints the CPU seconds per 1,000 orders each of them used over the same window (fleet:
 the worker pool with its forked work horses; embedded: this process, placing and dispatching
-included): a figure that, unlike orders/s, barely moves with the machine's noise.
+included): where the CPU went. On a shared host it varies too (the sandboxes' figure, whose code
+does not change, shows how busy the host was), so compare runs of one session.
 """
 
 from __future__ import annotations
@@ -306,10 +307,10 @@ class Dispatcher:
 
 
 class CpuMeter:
-    """CPU the hub, the sandboxes and PostgreSQL use between ``start`` and ``stop``: throughput on a
-    shared 2-core machine depends on it, and unlike orders/s it does not change with the noise of
-    whatever else runs. The fleet's hub is the worker pool's process tree (forked work horses
-    included); the embedded hub is this process, so its figure includes placing and dispatching."""
+    """CPU the hub, the sandboxes and PostgreSQL use between ``start`` and ``per_thousand``:
+    throughput on a shared 2-core machine depends on it. The fleet's hub is the worker pool's
+    process tree (forked work horses included); the embedded hub is this process, so its figure
+    includes placing and dispatching."""
 
     def __init__(self, runtime: Any, brands: list[Brand]) -> None:
         self.runtime, self.brands = runtime, brands
