@@ -107,21 +107,19 @@ class IconicClient:
         def page(offset: int) -> Any:
             return self.get(path, [*base, ("limit", limit), ("offset", offset)])
 
-        first = page(0)
-        items, more = _page_of(first, path, 0)
+        items, more, total = _page_of(page(0), path, 0)
         yield from items
         offset = len(items)
-        total = _total_count(first)
         if in_flight > 1 and total is not None and len(items) == limit < total:
             offsets = list(range(limit, total, limit))
             for start, body in zip(offsets, map_limited(page, offsets, in_flight, name="iconic-pages")):
-                items, more = _page_of(body, path, start)
+                items, more, _ = _page_of(body, path, start)
                 yield from items
                 offset = start + len(items)
                 if len(items) < limit:
                     break  # the pages after this one were read at offsets that may no longer hold
         while items and more(offset):
-            items, more = _page_of(page(offset), path, offset)
+            items, more, _ = _page_of(page(offset), path, offset)
             yield from items
             offset += len(items)
 
@@ -191,8 +189,9 @@ def _lifetime(body: Any) -> float:
     return lifetime if lifetime > 0 else 3600.0
 
 
-def _page_of(body: Any, path: str, offset: int) -> tuple[list[Any], Any]:
-    """The items of one page and a predicate saying whether another page follows ``offset``."""
+def _page_of(body: Any, path: str, offset: int) -> tuple[list[Any], Any, int | None]:
+    """The items of one page, a predicate saying whether another page follows ``offset``, and the
+    list's ``totalCount`` when it gives one."""
     if not isinstance(body, dict) or not isinstance(body.get("items"), list):
         raise ContractError(f"{path}: a paged list must be {{items: [...], pagination: {{...}}}}", detail=body)
     pagination = body.get("pagination") or {}
@@ -200,16 +199,10 @@ def _page_of(body: Any, path: str, offset: int) -> tuple[list[Any], Any]:
         total = pagination["totalCount"]
         if not isinstance(total, int):
             raise ContractError(f"{path}: pagination.totalCount is not an integer", detail=pagination)
-        return body["items"], lambda seen: seen < total
+        return body["items"], lambda seen: seen < total, total
     if "hasNext" in pagination:
-        return body["items"], lambda seen: bool(pagination["hasNext"])
+        return body["items"], lambda seen: bool(pagination["hasNext"]), None
     raise ContractError(f"{path}: pagination has neither totalCount nor hasNext", detail=pagination)
-
-
-def _total_count(body: Any) -> int | None:
-    pagination = body.get("pagination") if isinstance(body, dict) else None
-    total = pagination.get("totalCount") if isinstance(pagination, dict) else None
-    return total if isinstance(total, int) else None
 
 
 def items_of(body: Any, path: str) -> list[Any]:
