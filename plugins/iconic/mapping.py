@@ -158,10 +158,6 @@ def order_from_remote(order: dict[str, Any], items: list[dict[str, Any]]) -> Ord
     return record
 
 
-def _decimal(amount: str | None) -> Decimal | None:
-    return None if amount is None else Decimal(amount)
-
-
 def _changed_at(order: dict[str, Any], items: list[dict[str, Any]], where: str) -> datetime:
     """The latest update of the order or any of its items: the orders cursor follows it."""
     stamps = [order.get("updatedAt"), *(item.get("updatedAt") for item in items)]
