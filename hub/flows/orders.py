@@ -185,9 +185,23 @@ def store_batch(ctx: FlowContext, account_id: int, pulled: list[canonical.Order]
         known = orders_by(session, account.id, Order.channel_order_id, (o.channel_order_id for o in pulled),
                           with_=Order.lines)
         # A fixed order: two workers storing the same batch take row locks in the same sequence.
+        new: dict[str, canonical.Order] = {}
+        again: list[canonical.Order] = []  # pulled twice in one batch (a page shifted under the pull)
         for remote in sorted(pulled, key=lambda order: order.channel_order_id):
-            _store_one(ctx, session, account, remote, variants, batch, known.get(remote.channel_order_id))
+            existing = known.get(remote.channel_order_id)
+            if existing is not None:
+                batch.touched.append(existing.id)
+                _apply_changes(ctx, session, account, existing, remote, batch)
+            elif remote.channel_order_id in new:
+                again.append(remote)
+            else:
+                new[remote.channel_order_id] = remote
             batch.seen(changed_at(remote))
+        _import_new(ctx, session, account, list(new.values()), variants, batch)
+        for remote in again:
+            row = _find_order(session, account.id, remote.channel_order_id)
+            assert row is not None
+            _apply_changes(ctx, session, account, row, remote, batch)
         if move_cursor and batch.newest is not None:
             advance_cursor(session, account.id, STREAM, batch.newest)
     return batch
@@ -207,10 +221,36 @@ def orders_by(session: Session, account_id: int, column: Any, keys: Iterable[str
     return found
 
 
+def _import_new(ctx: FlowContext, session: Session, account: ChannelAccount, remotes: list[canonical.Order],
+                variants: dict[str, int], batch: StoredBatch) -> None:
+    """Insert the orders the hub did not know, together: one savepoint and a few multi-row INSERTs
+    (a savepoint and flush per order was a quarter of an orders run's CPU). The account row is held,
+    so no other run imports them meanwhile; should an insert still collide, the batch goes again
+    one order at a time and the rows already there stand."""
+    if not remotes:
+        return
+    rows = [_new_order_row(account, remote, variants) for remote in remotes]
+    try:
+        with session.begin_nested():
+            session.add_all(rows)
+            session.flush()
+    except IntegrityError:
+        for remote in remotes:
+            _store_one(ctx, session, account, remote, variants, batch)
+        return
+    imported = bindings.NewBindings(session, account.id, bindings.ORDER_IMPORT)
+    for remote, row in zip(remotes, rows):
+        imported.add(row.id, remote.channel_order_id)
+        batch.touched.append(row.id)
+        _announce_import(ctx, session, account, row, batch)
+    imported.write()
+
+
 def _store_one(
     ctx: FlowContext, session: Session, account: ChannelAccount, remote: canonical.Order,
-    variants: dict[str, int], batch: StoredBatch, existing: Order | None,
+    variants: dict[str, int], batch: StoredBatch,
 ) -> None:
+    existing = _find_order(session, account.id, remote.channel_order_id)
     if existing is None:
         row = _new_order_row(account, remote, variants)
         try:
@@ -358,21 +398,14 @@ def check_oversell(ctx: FlowContext, account_id: int, order_ids: list[int]) -> s
     the quantities pushed never disagree. Units already held by the policy are known: a SKU whose
     excess they cover is not reported again. The SKU's row is held while deciding, so two runs (two
     marketplaces selling the last unit at once) decide one after the other, each seeing the other's
-    orders.
+    orders. Only the SKUs a first look without locks finds oversold are decided so: that look comes
+    after this run's orders committed, so of two runs racing for the last unit the later one sees
+    both runs' orders (a run's own lock never showed it more than that).
     """
     oversold: set[str] = set()
     if not order_ids:
         return oversold
-    with ctx.db.session() as session:
-        account = session.get(ChannelAccount, account_id)
-        assert account is not None
-        skus = set(session.scalars(select(OrderLine.sku).where(
-            OrderLine.order_id.in_(order_ids), OrderLine.variant_id.is_not(None), OrderLine.status != CANCELLED_LINE)))
-        if not skus:
-            return oversold
-        ids = sorted(session.scalars(select(Variant.id).where(Variant.organisation_id == account.organisation_id,
-                                                             Variant.sku.in_(sorted(skus)))))
-    for variant_id in ids:
+    for variant_id in _oversold_at_a_glance(ctx, account_id, order_ids):
         with ctx.db.session() as session:
             lock_row(session, Variant, variant_id)
             account = session.get(ChannelAccount, account_id)
@@ -394,6 +427,21 @@ def check_oversell(ctx: FlowContext, account_id: int, order_ids: list[int]) -> s
                    units=quantity.pending, basis=quantity.basis_total)
             apply_oversell_policy(ctx, session, variant, excess)
     return oversold
+
+
+def _oversold_at_a_glance(ctx: FlowContext, account_id: int, order_ids: list[int]) -> list[int]:
+    """Ids of the variants of these orders whose pending units exceed the stock basis, by a few
+    queries for the whole batch: most runs oversell nothing, and a transaction per SKU cost a fifth
+    of an orders run's CPU."""
+    with ctx.db.session() as session:
+        account = session.get(ChannelAccount, account_id)
+        assert account is not None
+        variant_ids = set(session.scalars(select(OrderLine.variant_id).where(
+            OrderLine.order_id.in_(order_ids), OrderLine.variant_id.is_not(None), OrderLine.status != CANCELLED_LINE)))
+        variants = stock.variants_by_id(session, variant_ids)
+        pending = stock.pending_units(session, account.organisation_id, {v.sku for v in variants.values()})
+        return sorted(variant.id for variant in variants.values()
+                      if stock.quantity_for(variant, account, pending.get(variant.sku, 0)).oversold_by > 0)
 
 
 def _unhandled_excess(session: Session, account: ChannelAccount, variant: Variant) -> int | None:
