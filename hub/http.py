@@ -645,8 +645,11 @@ class HubHttpClient:
         throttled: float,
         outcome: _Outcome,
     ) -> None:
-        status: int | str = response.status_code if response is not None else type(exc).__name__
         failed = response is None or response.status_code >= 400
+        level = logging.INFO if failed else logging.DEBUG
+        if not self._logger.isEnabledFor(level):
+            return  # redacting the headers of every request cost more than the request's own headers
+        status: int | str = response.status_code if response is not None else type(exc).__name__
         url = self.redact(str(request.url))
         suffix = f"; {outcome.note}" if outcome.note else ""
         extra = {
@@ -660,7 +663,7 @@ class HubHttpClient:
             "http_request_headers": redact_headers(request.headers, self._secrets),
         }
         self._logger.log(
-            logging.INFO if failed else logging.DEBUG,
+            level,
             "%s %s -> %s in %.1f ms (attempt %d)%s",
             request.method, url, status, elapsed_ms, attempts.number, suffix,
             extra=extra,
