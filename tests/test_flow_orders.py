@@ -581,6 +581,50 @@ def test_returns_are_recorded_once_per_line_and_booked_at_the_destination(orders
     assert len(extra(scene.dest)["returns"]) == 2  # each return booked once
 
 
+def test_part_of_an_order_cancelled_on_the_marketplace_is_taken_once_and_left_to_the_admin(
+    ordershub: OrdersHub, pushes: list
+) -> None:
+    scene = ordershub.scene()
+    ordershub.seed("TEE-1", "TEE-2")
+    ordershub.place(scene.market, "1001", {"TEE-1": 1, "TEE-2": 1})
+    ordershub.run(scene.marketplace, "orders")
+
+    ordershub.change(scene.market, "1001", line_status={"TEE-2": "cancelled"})
+    partial = ordershub.run(scene.marketplace, "orders")
+    again = ordershub.run(scene.marketplace, "orders")  # pulled again inside the overlap window
+
+    order = ordershub.the_order(scene.marketplace, "1001")
+    assert [(line.sku, line.status) for line in order.lines] == [("TEE-1", "open"), ("TEE-2", "cancelled")]
+    assert order.status is OrderStatus.ROUTED
+    assert [i.message for i in partial.items] == ["TEE-2 cancelled on the marketplace"]
+    assert again.items == []
+    [event] = ordershub.events("order.line_cancelled")
+    assert event.level == "warning" and event.message.endswith("adjust the order in Shopify by hand")
+    assert pushes[-1][1] == ["TEE-2"]  # its unit is the marketplace's to sell again
+
+
+def test_orders_pulled_again_unchanged_are_compared_without_being_loaded(
+    ordershub: OrdersHub, pushes: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scene = ordershub.scene()
+    ordershub.seed("TEE-1", "TEE-2")
+    for number in ("1001", "1002", "1003"):
+        ordershub.place(scene.market, number, {"TEE-1": 1, "TEE-2": 1})
+    ordershub.run(scene.marketplace, "orders")
+    loaded: list[list[str]] = []
+    original = orders_flow.orders_by
+    monkeypatch.setattr(orders_flow, "orders_by", lambda session, account_id, column, keys, **kw: (
+        loaded.append(sorted(keys := list(keys))) or original(session, account_id, column, keys, **kw)))
+
+    ordershub.run(scene.marketplace, "orders")  # the window again, nothing changed
+    ordershub.change(scene.market, "1002", status="cancelled")
+    ordershub.run(scene.marketplace, "orders")
+
+    assert loaded == [[], ["C1002"]]
+    assert [o.status for o in ordershub.orders(scene.marketplace)] == [
+        OrderStatus.ROUTED, OrderStatus.CANCELLED, OrderStatus.ROUTED]
+
+
 def test_a_return_the_destination_cannot_take_is_left_to_the_admin(ordershub: OrdersHub, pushes: list) -> None:
     scene = ordershub.scene()
     ordershub.seed("TEE-1")

@@ -181,22 +181,27 @@ def store_batch(ctx: FlowContext, account_id: int, pulled: list[canonical.Order]
         lock_row(session, ChannelAccount, account_id)
         account = session.get(ChannelAccount, account_id)
         assert account is not None
-        variants = _variant_ids(session, account.organisation_id, {line.sku for o in pulled for line in o.lines})
-        known = orders_by(session, account.id, Order.channel_order_id, (o.channel_order_id for o in pulled),
-                          with_=Order.lines)
+        known = known_orders(session, account.id, [o.channel_order_id for o in pulled])
+        # A pull re-reads a window of orders the hub mostly has as they are: only those it changed are loaded.
+        changed = orders_by(session, account.id, Order.channel_order_id,
+                            (o.channel_order_id for o in pulled
+                             if o.channel_order_id in known and known[o.channel_order_id].may_change(o)),
+                            with_=Order.lines)
         # A fixed order: two workers storing the same batch take row locks in the same sequence.
         new: dict[str, canonical.Order] = {}
         again: list[canonical.Order] = []  # pulled twice in one batch (a page shifted under the pull)
         for remote in sorted(pulled, key=lambda order: order.channel_order_id):
-            existing = known.get(remote.channel_order_id)
-            if existing is not None:
-                batch.touched.append(existing.id)
-                _apply_changes(ctx, session, account, existing, remote, batch)
+            stored = known.get(remote.channel_order_id)
+            if stored is not None:
+                batch.touched.append(stored.id)
+                if remote.channel_order_id in changed:
+                    _apply_changes(ctx, session, account, changed[remote.channel_order_id], remote, batch)
             elif remote.channel_order_id in new:
                 again.append(remote)
             else:
                 new[remote.channel_order_id] = remote
             batch.seen(changed_at(remote))
+        variants = _variant_ids(session, account.organisation_id, {line.sku for o in new.values() for line in o.lines})
         _import_new(ctx, session, account, list(new.values()), variants, batch)
         for remote in again:
             row = _find_order(session, account.id, remote.channel_order_id)
@@ -205,6 +210,40 @@ def store_batch(ctx: FlowContext, account_id: int, pulled: list[canonical.Order]
         if move_cursor and batch.newest is not None:
             advance_cursor(session, account.id, STREAM, batch.newest)
     return batch
+
+
+@dataclass
+class KnownOrder:
+    """What a re-read order is compared with: its status and its lines' statuses per SKU."""
+
+    id: int
+    status: OrderStatus
+    line_statuses: dict[str, set[str]] = field(default_factory=dict)
+
+    def may_change(self, remote: canonical.Order) -> bool:
+        """Whether ``_apply_changes`` could find anything to take from ``remote`` (it decides)."""
+        if remote.status == "cancelled" and self.status != OrderStatus.CANCELLED:
+            return True
+        if remote.status == "returned" and self.status not in (OrderStatus.RETURNED, OrderStatus.CANCELLED):
+            return True
+        return any(line.status in (CANCELLED_LINE, RETURNED_LINE)
+                   and any(status != line.status for status in self.line_statuses.get(line.sku, ()))
+                   for line in remote.lines)
+
+
+def known_orders(session: Session, account_id: int, channel_order_ids: Iterable[str]) -> dict[str, KnownOrder]:
+    """The account's orders among ``channel_order_ids``, as plain values: a chunk of ids a query."""
+    found: dict[str, KnownOrder] = {}
+    for chunk in chunked(list(dict.fromkeys(channel_order_ids))):
+        rows = session.execute(
+            select(Order.id, Order.channel_order_id, Order.status, OrderLine.sku, OrderLine.status)
+            .outerjoin(OrderLine, OrderLine.order_id == Order.id)
+            .where(Order.account_id == account_id, Order.channel_order_id.in_(chunk)))
+        for order_id, channel_order_id, status, sku, line_status in rows:
+            known = found.setdefault(channel_order_id, KnownOrder(order_id, status))
+            if sku is not None:
+                known.line_statuses.setdefault(sku, set()).add(line_status)
+    return found
 
 
 def orders_by(session: Session, account_id: int, column: Any, keys: Iterable[str], *, with_: Any) -> dict[str, Order]:
