@@ -129,6 +129,16 @@ def machine() -> str:
     return f"{platform.node() or 'host'} ({os.cpu_count()} cores{memory}, Python {platform.python_version()})"
 
 
+def loop_seconds(steps: int = 20_000_000) -> float:
+    """Seconds a fixed pure-Python loop takes now: how fast the host's cores are at the time of a
+    run (on shared hosts the same machine has given 1.1 s and 3.5 s in one day), so figures
+    recorded at different times can be read side by side."""
+    started, total = time.perf_counter(), 0
+    for step in range(steps):
+        total += step
+    return time.perf_counter() - started
+
+
 def commit() -> str:
     """The short commit, with "+ uncommitted changes" when code (not documentation) differs from it."""
     try:
@@ -145,7 +155,7 @@ def commit() -> str:
 def record(bench: str, summary: str, lines: list[str]) -> None:
     """Print the figures and append them to bench/RESULTS.md with date, machine and commit."""
     stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    header = f"## {bench} — {stamp} — commit {commit()} — {machine()}"
+    header = f"## {bench} — {stamp} — commit {commit()} — {machine()} — 20M-step loop {loop_seconds():.1f} s"
     block = "\n".join([header, "", f"`{' '.join(sys.argv)}`", "", *lines, "", f"**Summary:** {summary}", "", ""])
     if not RESULTS.exists():
         RESULTS.write_text("# Benchmark results\n\nAppended by the scripts in `bench/` (see bench/README.md).\n\n")
