@@ -139,6 +139,9 @@ def loop_seconds(steps: int = 20_000_000) -> float:
     return time.perf_counter() - started
 
 
+_LOOP_AT_START = loop_seconds()  # read as the bench starts, before its own load
+
+
 def commit() -> str:
     """The short commit, with "+ uncommitted changes" when code (not documentation) differs from it."""
     try:
@@ -155,7 +158,8 @@ def commit() -> str:
 def record(bench: str, summary: str, lines: list[str]) -> None:
     """Print the figures and append them to bench/RESULTS.md with date, machine and commit."""
     stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    header = f"## {bench} — {stamp} — commit {commit()} — {machine()} — 20M-step loop {loop_seconds():.1f} s"
+    header = (f"## {bench} — {stamp} — commit {commit()} — {machine()} — 20M-step loop "
+              f"{_LOOP_AT_START:.1f} s at the start, {loop_seconds():.1f} s at the end")
     block = "\n".join([header, "", f"`{' '.join(sys.argv)}`", "", *lines, "", f"**Summary:** {summary}", "", ""])
     if not RESULTS.exists():
         RESULTS.write_text("# Benchmark results\n\nAppended by the scripts in `bench/` (see bench/README.md).\n\n")
