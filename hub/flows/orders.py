@@ -268,15 +268,21 @@ def _import_new(ctx: FlowContext, session: Session, account: ChannelAccount, rem
     one order at a time and the rows already there stand."""
     if not remotes:
         return
-    rows = [_new_order_row(account, remote, variants) for remote in remotes]
     try:
-        with session.begin_nested():
-            session.add_all(rows)
-            session.flush()
+        _insert_orders(ctx, session, account, remotes, variants, batch)
     except IntegrityError:
         for remote in remotes:
             _store_one(ctx, session, account, remote, variants, batch)
-        return
+
+
+def _insert_orders(ctx: FlowContext, session: Session, account: ChannelAccount, remotes: list[canonical.Order],
+                   variants: dict[str, int], batch: StoredBatch) -> None:
+    """New order rows under one savepoint, then their bindings and announcements; a unique
+    constraint that refuses one undoes them all and raises IntegrityError."""
+    rows = [_new_order_row(account, remote, variants) for remote in remotes]
+    with session.begin_nested():
+        session.add_all(rows)
+        session.flush()
     imported = bindings.NewBindings(session, account.id, bindings.ORDER_IMPORT)
     for remote, row in zip(remotes, rows):
         imported.add(row.id, remote.channel_order_id)
@@ -291,21 +297,14 @@ def _store_one(
 ) -> None:
     existing = _find_order(session, account.id, remote.channel_order_id)
     if existing is None:
-        row = _new_order_row(account, remote, variants)
         try:
-            with session.begin_nested():
-                session.add(row)
-                session.flush()
+            _insert_orders(ctx, session, account, [remote], variants, batch)
+            return
         except IntegrityError:
             # Another worker imported it between our look-up and our insert: theirs stands.
             existing = _find_order(session, account.id, remote.channel_order_id)
             if existing is None:
                 raise
-        else:
-            bindings.bind(session, account.id, bindings.ORDER_IMPORT, internal_id=row.id, external_id=remote.channel_order_id)
-            batch.touched.append(row.id)
-            _announce_import(ctx, session, account, row, batch)
-            return
     batch.touched.append(existing.id)
     _apply_changes(ctx, session, account, existing, remote, batch)
 
