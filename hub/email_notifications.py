@@ -197,7 +197,8 @@ def channelhub_event(event: Any) -> None:
     held = session.info.setdefault(_ORGANISATIONS, {})
     organisation = held.get(event.organisation_id)
     if organisation is None:
-        organisation = held[event.organisation_id] = session.get(Organisation, event.organisation_id)
+        with session.no_autoflush:  # a flush here would write this event alone, ahead of its batch
+            organisation = held[event.organisation_id] = session.get(Organisation, event.organisation_id)
     raw = ((organisation.settings or {}) if organisation is not None else {}).get("smtp")
     # Cheap checks first: this hook sees every event, including one per pushed quantity.
     if not raw or event.kind not in (raw.get("kinds") or notify.NOTABLE_KINDS):

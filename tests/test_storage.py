@@ -192,6 +192,38 @@ def test_events_cannot_be_changed_or_deleted_through_the_orm(database: Database,
         assert session.get(Event, event_id).message == "m"
 
 
+def test_a_batch_of_events_is_written_as_one_statement_and_keeps_its_ids(database: Database,
+                                                                       organisation: Organisation) -> None:
+    from sqlalchemy import event as sa_event
+
+    sent: list[tuple[str, bool]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if "events" in statement:
+            sent.append((statement, executemany))
+
+    with database.session() as session:
+        session.flush()
+        sa_event.listen(database.engine, "before_cursor_execute", record)
+        try:
+            events = [emit(session, organisation_id=organisation.id, kind="test", message=f"m{i}", data={"i": i})
+                      for i in range(30)]
+            session.flush()
+        finally:
+            sa_event.remove(database.engine, "before_cursor_execute", record)
+        ids = [event.id for event in events]
+
+    assert all(isinstance(i, int) for i in ids) and len(set(ids)) == 30
+    with database.session() as session:
+        stored = dict(session.execute(select(Event.id, Event.message).where(Event.id.in_(ids))).all())
+    assert [stored[i] for i in ids] == [f"m{i}" for i in range(30)]
+    if database.engine.dialect.name == "postgresql":
+        # numbered first, then one short statement sent pipelined; not a 30-row INSERT ... RETURNING
+        assert len(sent) == 2 and "nextval" in sent[0][0], sent
+        statement, executemany = sent[1]
+        assert statement.startswith("INSERT INTO events") and executemany and "RETURNING" not in statement, sent
+
+
 @pytest.mark.parametrize(
     "statement",
     [
