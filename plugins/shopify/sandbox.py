@@ -797,24 +797,36 @@ def parse_search(query: str | None) -> list[list[tuple[str, str, str]]]:
 def matches(groups: list[list[tuple[str, str, str]]], fields: dict[str, Any]) -> bool:
     """Unknown filter names are ignored, as Shopify ignores them. A field given as a function of no
     arguments is worked out only when a term names it."""
-    return any(all(_term_matches(fields, *term) for term in group) for group in groups)
+    normalised: dict[str, Any] = {}  # a field's comparable form, made once however many terms name it
+    return any(all(_term_matches(fields, normalised, *term) for term in group) for group in groups)
 
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "": operator.eq, ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
-def _term_matches(fields: dict[str, Any], name: str, op: str, value: str) -> bool:
+def _term_matches(fields: dict[str, Any], normalised: dict[str, Any], name: str, op: str, value: str) -> bool:
     if name not in fields:
         return True
-    actual = fields[name]
-    if callable(actual):
-        actual = actual()
+    actual = normalised.get(name)
+    if actual is None:
+        actual = normalised[name] = _comparable(fields[name])
     if isinstance(actual, float):  # timestamps
         return _COMPARE[op](actual, parse_time(value))
+    if isinstance(actual, frozenset):
+        return value.lower() in actual
+    return actual == value.lower()
+
+
+def _comparable(actual: Any) -> Any:
+    """A timestamp as it is, a list as the set of its lower-cased items, anything else lower-cased."""
+    if callable(actual):
+        actual = actual()
+    if isinstance(actual, float):
+        return actual
     if isinstance(actual, (list, tuple, set)):
-        return value.lower() in {str(item).lower() for item in actual}
-    return str(actual).lower() == value.lower()
+        return frozenset(str(item).lower() for item in actual)
+    return str(actual).lower()
 
 
 # -- connections and cost ------------------------------------------------------
