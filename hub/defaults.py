@@ -91,3 +91,7 @@ JOB_RESULT_TTL = 24 * 60 * 60
 # Keys per `IN (...)` when a flow loads rows by a list of ids: well inside SQLite's bound-parameter
 # limit (999 on old builds) and small enough for PostgreSQL to plan quickly.
 SQL_IN_CHUNK = 500
+
+# A sandbox served on loopback (demo, benchmarks, chaos runs) closes a kept-alive connection that
+# has been idle this long, as a real API's front end would; the hub's pool then opens a new one.
+LOOPBACK_IDLE_SECONDS = 120.0

@@ -185,14 +185,13 @@ class ServedSandbox:
 
 
 def serve(app: WSGIApp, *, host: str = "127.0.0.1", port: int = 0) -> ServedSandbox:
-    """Serve a sandbox over loopback HTTP in a background thread (port 0 picks a free port)."""
-    from werkzeug.serving import make_server
+    """Serve a sandbox over loopback HTTP/1.1 (kept-alive connections) in a background thread; port 0
+    picks a free port."""
+    from hub.loopback_server import start
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError("sandboxes only listen on loopback")
     if isinstance(app, FaultMiddleware):
         app.served = True
-    server = make_server(host, port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name=f"sandbox:{server.server_port}", daemon=True)
-    thread.start()
+    server, thread = start(app, host, port)
     return ServedSandbox(url=f"http://{host}:{server.server_port}", server=server, thread=thread)
