@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub import defaults
@@ -24,6 +24,20 @@ def chunked(items: Sequence[T], size: int = defaults.SQL_IN_CHUNK) -> Iterator[l
     """``items`` in slices for ``IN (...)`` clauses, so one query never carries an unbounded list."""
     for start in range(0, len(items), size):
         yield list(items[start:start + size])
+
+
+def draw_ids(session: Session, table: Table, count: int) -> list[int] | None:
+    """``count`` ids from ``table``'s id sequence (PostgreSQL), one round trip; None elsewhere.
+
+    Rows whose ids are known go in as one executemany of a short statement, which psycopg sends
+    pipelined and keeps parsed; rows that need ``RETURNING id`` go as a multi-row INSERT whose text
+    psycopg parses again for every batch (too long for its statement cache).
+    """
+    if count <= 0 or session.get_bind().dialect.name != "postgresql":
+        return None
+    drawn = session.execute(text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)"),
+                            {"table": table.name, "count": count})
+    return list(drawn.scalars())
 
 
 class Database:
