@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from hub import __version__
+from hub import __version__, defaults
 from hub.config import load_config
 from hub.errors import ChannelhubError
 
@@ -94,15 +94,18 @@ def current() -> None:
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes to supervise; SIGTERM drains them (jobs in flight finish).")
-def worker(lanes: tuple[str, ...], burst: bool, processes: int) -> None:
+@click.option("--fork/--no-fork", default=defaults.WORKER_FORKS_PER_JOB, show_default=True,
+              help="Run each job in a forked work horse (a crash or leak stays in the job, at more CPU per "
+                   "job) instead of in the worker process.")
+def worker(lanes: tuple[str, ...], burst: bool, processes: int, fork: bool) -> None:
     """Run RQ workers for the fleet (needs CHANNELHUB_REDIS_URL)."""
     if processes > 1:
         from hub.workerpool import run_worker_pool
 
-        sys.exit(run_worker_pool(_fleet_config(), processes, lanes=list(lanes) or None, burst=burst))
+        sys.exit(run_worker_pool(_fleet_config(), processes, lanes=list(lanes) or None, burst=burst, fork=fork))
     from hub.runtime import run_worker
 
-    run_worker(_fleet_config(), lanes=list(lanes) or None, burst=burst)
+    run_worker(_fleet_config(), lanes=list(lanes) or None, burst=burst, fork=fork)
 
 
 @cli.command()

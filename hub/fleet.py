@@ -17,8 +17,10 @@
   ``SCHEDULER_TICK_SECONDS`` on the orders lane: per-account schedules live in the database, so one
   entry fans out through ``enqueue_due`` rather than one cron entry per account.
 
-A worker process builds its ``Database`` from ``CHANNELHUB_DATABASE_URL`` once, lazily; a forked
-work horse drops the inherited connection pool and opens its own.
+A worker runs its jobs in its own process, one after another (``defaults.WORKER_FORKS_PER_JOB``;
+``channelhub worker --fork`` gives RQ's work horse per job instead). It builds its ``Database`` from
+``CHANNELHUB_DATABASE_URL`` once, lazily; a forked work horse drops the inherited connection pool
+and opens its own.
 
 Recovery (every tick, :meth:`FleetRuntime.recover`): a worker killed mid-run, the worker that ran
 RQ's scheduler killed, or a Redis that restarted without its data must not stall an account's flow
@@ -46,7 +48,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq import Queue, Retry, Worker, get_current_job
+from rq import Queue, Retry, SimpleWorker, Worker, get_current_job
 from rq.cron import CronScheduler
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -431,8 +433,12 @@ def run_worker(
     prefix: str = defaults.QUEUE_PREFIX,
     name: str | None = None,
     logging_level: str = "INFO",
+    fork: bool = defaults.WORKER_FORKS_PER_JOB,
 ) -> bool:
     """``channelhub worker``: work the lanes' queues (all, orders first) until stopped.
+
+    ``fork`` runs each job in a work horse of its own (RQ's ``Worker``); otherwise jobs run in this
+    process (RQ's ``SimpleWorker``), keeping its connections, buckets and caches between jobs.
 
     Runs with RQ's scheduler, which moves retries and deferred jobs back onto their queues when due;
     any number of workers may run it, RQ elects one per queue.
@@ -448,8 +454,8 @@ def run_worker(
     queues = [Queue(name, connection=connection) for name in worker_queue_names(chosen, prefix)]
     restarts = 0
     while True:
-        worker = Worker(queues, connection=connection, name=_restart_name(name, restarts),
-                        maintenance_interval=WORKER_MAINTENANCE_SECONDS)
+        worker = (Worker if fork else SimpleWorker)(queues, connection=connection, name=_restart_name(name, restarts),
+                                                    maintenance_interval=WORKER_MAINTENANCE_SECONDS)
         log.info("worker %s on %s", worker.name, ", ".join(queue.name for queue in queues))
         try:
             worked = worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
@@ -464,8 +470,8 @@ def run_worker(
 
 
 def load_before_fork() -> None:
-    """Import and build, once in the worker, what every job needs, so each forked work horse
-    inherits it: the flow registry, the plugins with their channel classes (a plugin imports its
+    """Import and build, once in the worker, what every job needs, so each job (or forked work horse)
+    finds it done: the flow registry, the plugins with their channel classes (a plugin imports its
     channel module in ``channelhub_register_channels``), the TLS context, httpx's transport and the
     ORM's configured mappers (SQLAlchemy configures them on a process's first query). Done per job
     instead, they were about a fifth of the workers' CPU in the order flow."""

@@ -7,7 +7,7 @@ request; when the remote answers 429 with ``Retry-After``, the client calls
 one finding out by hitting the wall again.
 
 Scope, deliberately simple: the bucket lives in one process. In a fleet each worker process (and,
-under rq's forking worker, each job's work horse) holds its own copy, so N workers together may send
+with ``channelhub worker --fork``, each job's work horse) holds its own copy, so N workers together may send
 up to N times the configured rate. The bucket is a politeness limit that smooths our own bursts; the
 real guard is the remote's 429 + ``Retry-After``, which the HTTP client always honours.
 

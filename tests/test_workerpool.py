@@ -46,7 +46,7 @@ POOL_CODE = (
     "from hub.config import load_config\n"
     "from hub.workerpool import run_worker_pool\n"
     "sys.exit(run_worker_pool(load_config(), int(sys.argv[2]), lanes=['stock'], prefix=sys.argv[1],\n"
-    "                         logging_level='WARNING', restart_delay=0.2))\n"
+    "                         logging_level='WARNING', restart_delay=0.2, fork=sys.argv[3] == 'fork'))\n"
 )
 
 
@@ -78,11 +78,11 @@ def wait_until(predicate, timeout: float, what: str, log: Path | None = None):  
 
 
 class Pool:
-    def __init__(self, pg_url: str, prefix: str, processes: int, log: Path) -> None:
+    def __init__(self, pg_url: str, prefix: str, processes: int, log: Path, fork: bool = False) -> None:
         self.log = log
         handle = open(log, "wb")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [sys.executable, "-c", POOL_CODE, prefix, str(processes)], cwd=REPO_ROOT,
+            [sys.executable, "-c", POOL_CODE, prefix, str(processes), "fork" if fork else "in-worker"], cwd=REPO_ROOT,
             env=subprocess_env(pg_url), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes = processes
 
@@ -106,8 +106,8 @@ class Pool:
 def pool_factory(pg_url: str, prefix: str, tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
     started: list[Pool] = []
 
-    def start(processes: int) -> Pool:
-        pool = Pool(pg_url, prefix, processes, tmp_path / f"pool-{len(started)}.log")
+    def start(processes: int, fork: bool = False) -> Pool:
+        pool = Pool(pg_url, prefix, processes, tmp_path / f"pool-{len(started)}.log", fork)
         started.append(pool)
         wait_until(lambda: len(pool.workers()) == processes, 15, f"{processes} workers", pool.log)
         return pool
@@ -164,6 +164,27 @@ def test_a_killed_worker_is_restarted_and_the_pool_keeps_working(
     pool.process.send_signal(signal.SIGTERM)
     assert pool.process.wait(20) == 0, pool.log.read_text(errors="replace")[-3000:]
     assert "died unexpectedly" in pool.log.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("fork", [False, True], ids=["jobs-in-the-worker", "a-work-horse-per-job"])
+def test_jobs_run_in_the_worker_process_unless_it_forks_a_work_horse_per_job(
+    pool_factory, runtime: FleetRuntime, pg_db: Database, tmp_path: Path, fork: bool  # type: ignore[no-untyped-def]
+) -> None:
+    pool = pool_factory(1, fork)
+    [worker] = pool.workers()
+    account = make_account(pg_db, AccountStatus.SETUP)
+    log = tmp_path / "sleepy.log"
+    runs = [runtime.enqueue(account, "rt-sleepy", params={"sleep": 0.05, "log": str(log)}) for _ in range(3)]
+    finished = wait_for_runs(pg_db, runs, timeout=20, describe=lambda: pool.log.read_text(errors="replace"))
+    assert all(run.status is RunStatus.OK for run in finished)
+    pids = [int(line.split()[-1]) for line in log.read_text().splitlines()]
+    assert len(pids) == 3
+    if fork:
+        assert worker not in pids and len(set(pids)) == 3  # a fresh work horse each time
+    else:
+        assert pids == [worker] * 3  # one process, its connections and caches kept between jobs
+    pool.process.send_signal(signal.SIGTERM)
+    assert pool.process.wait(20) == 0, pool.log.read_text(errors="replace")[-3000:]
 
 
 def test_bad_arguments_are_refused_before_anything_starts(tmp_path: Path) -> None:

@@ -423,16 +423,25 @@ class Fleet:
                 schedulers.add(int(pid))
         return [pid for pid in self.children(name) if pid not in schedulers]
 
+    def busy(self, name: str) -> bool:
+        """Whether the worker is in the middle of a job: it has a work horse (a forking worker) or RQ
+        lists it busy (a worker that runs its jobs itself, the default)."""
+        if self.horses(name):
+            return True
+        keys = [f"rq:worker:{name}", *self.redis.scan_iter(match=f"rq:worker:{name}.*", count=1000)]  # restarts
+        return any(self.redis.hget(key, "state") == b"busy" for key in keys)
+
     def kill_random(self, rng: random.Random) -> str:
         """SIGKILL a worker, mostly one in the middle of a job: all its processes (a crashed machine),
         only its work horse (the OOM killer), or only the worker (its horse finishes as an orphan).
+        A worker that runs its jobs itself has no horse: any kill is the crashed machine's.
         A supervisor (systemd, Kubernetes) starts a new worker in place of a dead one; so does this."""
-        busy = [name for name in sorted(self.workers) if self.horses(name)]
+        busy = [name for name in sorted(self.workers) if self.busy(name)]
         name = rng.choice(busy if busy and rng.random() < 0.8 else sorted(self.workers))
         process = self.workers[name]
         how = rng.choice(("machine", "machine", "horse", "worker"))
         horses = self.horses(name)
-        if how == "horse" and not horses:
+        if how in ("horse", "worker") and not horses:
             how = "machine"
         if how == "horse":
             for pid in horses:

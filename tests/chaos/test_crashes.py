@@ -66,8 +66,8 @@ def _sigkill(world_factory, name: str, orders: int, per_second: float, every: tu
     figures, finished = world.run_load(figures, orders, per_second=per_second, timeout=timeout, on_tick=kill)
     kills = figures.details["kills"]
     figures.faults = (f"{sum(kills.values())} SIGKILLs every {every[0]:g}-{every[1]:g} s (80 % aimed at a worker "
-                      f"mid-job): {kills.get('machine', 0)} worker + horse, {kills.get('horse', 0)} horse only, "
-                      f"{kills.get('worker', 0)} worker only")
+                      f"mid-job): {kills.get('machine', 0)} worker with its job, {kills.get('horse', 0)} horse only, "
+                      f"{kills.get('worker', 0)} worker only (the last two with --fork workers only)")
     figures.inputs = "a new worker replaces each dead one (a supervisor's job); orders of 1-2 SKUs x 1-2 units"
     figures.notes = _recovered(figures)
     _assert_all_there(figures, orders, finished)
