@@ -5,7 +5,9 @@ redacted logs). This module adds what is The Iconic's own:
 
 - OAuth2 client credentials: ``POST /oauth/client-credentials`` with Basic auth of the Application
   ID and Secret. The token lives ``expires_in`` seconds (3600); it is renewed a little before that,
-  and once more when a call answers 401 (a token can be revoked or the clock can drift).
+  and once more when a call answers 401 (a token can be revoked or the clock can drift). The
+  account's clients in one process share it (``TOKENS``): a worker runs run after run, and each
+  fetched a token of its own, one more round trip at the start of every run.
 - ``limit``/``offset`` paging read to the end by ``pagination.totalCount`` (or ``hasNext``).
 - The ``{type, title, status, detail}`` error body mapped onto hub.errors.
 """
@@ -13,8 +15,11 @@ redacted logs). This module adds what is The Iconic's own:
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
-from collections.abc import Iterator, Mapping
+import threading
+import weakref
+from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -33,6 +38,42 @@ RENEW_EARLY_MAX_SECONDS = 300.0
 Params = Mapping[str, Any] | list[tuple[str, Any]]
 
 
+class TokenCache:
+    """Access tokens by account, shared by the clients of this process.
+
+    Tokens fetched through an injected transport (a test's sandbox) are kept apart per transport
+    object and forgotten with it, so a token never reaches a sandbox that did not issue it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._network: dict[Hashable, tuple[str, float]] = {}
+        self._by_transport: weakref.WeakKeyDictionary[Any, dict[Hashable, tuple[str, float]]] = weakref.WeakKeyDictionary()
+
+    def get(self, transport: Any, key: Hashable, now: float) -> tuple[str, float] | None:
+        with self._lock:
+            held = self._table(transport).get(key)
+        return held if held is not None and now < held[1] else None
+
+    def put(self, transport: Any, key: Hashable, token: str, expires_at: float) -> None:
+        with self._lock:
+            self._table(transport)[key] = (token, expires_at)
+
+    def drop(self, transport: Any, key: Hashable, token: str) -> None:
+        """Forget ``token`` (refused with 401), unless another client has already replaced it."""
+        with self._lock:
+            table = self._table(transport)
+            if table.get(key, ("",))[0] == token:
+                del table[key]
+
+    def _table(self, transport: Any) -> dict[Hashable, tuple[str, float]]:
+        if transport is None:
+            return self._network
+        return self._by_transport.setdefault(transport, {})
+
+
+TOKENS = TokenCache()
+
+
 class IconicClient:
     """One account's connection to the Seller Center API v2."""
 
@@ -46,15 +87,28 @@ class IconicClient:
         self.http = services.http_client(base_url, limits=limits, secrets=[application_secret])
         self._token: str | None = None
         self._expires_at = 0.0
+        self._transport = services.transport
+        self._token_key = (base_url, application_id, hashlib.sha256(application_secret.encode()).hexdigest())
 
     # -- auth -------------------------------------------------------------------------------
 
     def token(self) -> str:
-        """A valid access token, fetched or renewed when it is about to run out."""
+        """A valid access token: this account's from an earlier run, or fetched (renewed when it is
+        about to run out)."""
         if self._token is None or self._clock() >= self._expires_at:
-            self._fetch_token()
+            held = TOKENS.get(self._transport, self._token_key, self._clock())
+            if held is not None:
+                self._token, self._expires_at = held
+                self.http.add_secrets([self._token])
+            else:
+                self._fetch_token()
         assert self._token is not None
         return self._token
+
+    def _forget_token(self) -> None:
+        if self._token is not None:
+            TOKENS.drop(self._transport, self._token_key, self._token)
+        self._token = None
 
     def _fetch_token(self) -> None:
         basic = base64.b64encode(f"{self._app_id}:{self._app_secret}".encode()).decode()
@@ -71,6 +125,7 @@ class IconicClient:
         self.http.add_secrets([token])
         self._token = token
         self._expires_at = self._clock() + lifetime - min(RENEW_EARLY_MAX_SECONDS, lifetime * RENEW_EARLY_SHARE)
+        TOKENS.put(self._transport, self._token_key, token, self._expires_at)
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -78,7 +133,7 @@ class IconicClient:
         """Send one /v2 call and return its parsed JSON; errors raise from hub.errors."""
         response = self._send(method, path, params, json_body)
         if response.status_code == 401:
-            self._token = None  # revoked or expired early: one fresh token, one more try
+            self._forget_token()  # revoked or expired early: one fresh token, one more try
             response = self._send(method, path, params, json_body)
         return self._body(response, path)
 

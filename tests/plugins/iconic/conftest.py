@@ -71,15 +71,16 @@ def make_channel(sandbox: Any, fake: FakeTime) -> Callable[..., IconicChannel]:
 
     def build(settings: dict[str, Any] | None = None, secret: str = DEFAULT_APPLICATION_SECRET,
               base_url: str | None = BASE_URL, environment: str = "sandbox",
-              webhook_secret: str | None = WEBHOOK_SECRET) -> IconicChannel:
-        """``webhook_secret`` goes into the (encrypted) credentials, where the channel reads it."""
+              webhook_secret: str | None = WEBHOOK_SECRET, transport: Any = None) -> IconicChannel:
+        """``webhook_secret`` goes into the (encrypted) credentials, where the channel reads it;
+        ``transport`` shared by two channels makes them two runs of one process (a new one by default)."""
         services = ChannelServices(
             account=AccountInfo(id=next(counter), organisation_id=1, name="The Iconic test", environment=environment,
                                 base_url=base_url),
             credentials={"application_id": DEFAULT_APPLICATION_ID, "application_secret": secret,
                          **({"webhook_secret": webhook_secret} if webhook_secret is not None else {})},
             settings=dict(settings or {}),
-            transport=httpx.WSGITransport(app=sandbox), sleep=fake.sleep, clock=fake.time,
+            transport=transport or httpx.WSGITransport(app=sandbox), sleep=fake.sleep, clock=fake.time,
             rate_limiter_registry=registry,
         )
         return IconicChannel(services)

@@ -43,6 +43,38 @@ def test_a_token_refused_early_is_renewed_once(channel, sandbox):
     assert calls(sandbox, "GET", "/v2/category/tree") == 3  # ok, 401, ok
 
 
+def test_runs_in_one_process_share_the_accounts_token_until_it_runs_out(make_channel, sandbox, fake: FakeTime):
+    network = httpx.WSGITransport(app=sandbox)  # one process's network: the runs' channels share it
+    first, second = make_channel(transport=network), make_channel(transport=network)
+    first.client.get("/v2/category/tree")
+    second.client.get("/v2/category/tree")
+    assert sandbox.state.token_requests == 1  # the second run did not start with a token round trip
+    other_app = make_channel(transport=network, secret="another-secret-0000")
+    with pytest.raises(AuthError):  # another application's credentials never borrow this token
+        other_app.client.get("/v2/category/tree")
+    fake.advance(110)  # inside the token's last tenth
+    make_channel(transport=network).client.get("/v2/category/tree")
+    assert sandbox.state.token_requests == 2  # renewed once
+    assert calls(sandbox, "POST", TOKEN) == 3  # and the other application asked for its own
+
+
+def test_a_shared_token_refused_with_401_is_replaced_once_for_every_run(make_channel, sandbox):
+    network = httpx.WSGITransport(app=sandbox)
+    first, second = make_channel(transport=network), make_channel(transport=network)
+    first.client.get("/v2/category/tree")
+    sandbox.state.tokens.clear()  # revoked server-side
+    assert first.client.get("/v2/category/tree")  # 401, a fresh token, ok
+    assert second.client.get("/v2/category/tree")  # takes the fresh one: no 401, no token request
+    assert sandbox.state.token_requests == 2
+    assert calls(sandbox, "GET", "/v2/category/tree") == 4
+
+
+def test_a_sandbox_never_sees_a_token_another_sandbox_issued(make_channel, sandbox):
+    make_channel().client.get("/v2/category/tree")
+    make_channel().client.get("/v2/category/tree")  # a transport of its own: as if another sandbox
+    assert sandbox.state.token_requests == 2
+
+
 def test_token_request_uses_basic_auth_and_the_grant_type(sandbox):
     client = httpx.Client(transport=httpx.WSGITransport(app=sandbox), base_url="http://x")
     answer = client.post(TOKEN, auth=("sandbox-app", "sandbox-secret-0000"), data={"grant_type": "client_credentials"})
