@@ -29,7 +29,7 @@ For every combination of mode (``embedded``: hub.embedded.EmbeddedRuntime thread
 Throughput = orders / (last tracking written back - first placement). Everything runs on one
 machine (this process, the sandboxes, PostgreSQL, Redis and the workers share its cores), so the
 bench also prints the CPU seconds per 1,000 orders each of them used over the same window (fleet:
-the worker pool with its forked work horses; embedded: this process, placing and dispatching
+the worker pool with its workers (and their work horses with `--fork`); embedded: this process, placing and dispatching
 included): where the CPU went. On a shared host it varies too (the sandboxes' figure, whose code
 does not change, shows how busy the host was), so compare runs of one session.
 """
@@ -309,7 +309,7 @@ class Dispatcher:
 class CpuMeter:
     """CPU the hub, the sandboxes and PostgreSQL use between ``start`` and ``per_thousand``:
     throughput on a shared 2-core machine depends on it. The fleet's hub is the worker pool's
-    process tree (forked work horses included); the embedded hub is this process, so its figure
+    process tree (work horses included, with --fork); the embedded hub is this process, so its figure
     includes placing and dispatching."""
 
     def __init__(self, runtime: Any, brands: list[Brand]) -> None:
