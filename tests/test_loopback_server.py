@@ -98,3 +98,15 @@ def test_a_bad_request_line_is_refused_and_stop_does_not_wait_for_open_connectio
     served.stop()
     assert time.monotonic() - started < 2
     idle.close()
+
+
+def test_a_client_that_expects_100_continue_gets_it_before_sending_its_body(served: ServedSandbox) -> None:
+    port = int(served.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert client.recv(1024).startswith(b"HTTP/1.1 100 Continue")  # not held in the server's buffer
+        client.sendall(b"hello")
+        answer = b""
+        while b"}" not in answer:
+            answer += client.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 201") and b'"body": "hello"' in answer
