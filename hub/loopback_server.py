@@ -21,8 +21,7 @@ from urllib.parse import unquote_to_bytes
 
 from hub import defaults
 
-WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
-_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]  # hub.sandbox and hub.testing use this one too
 
 
 class LoopbackServer(ThreadingHTTPServer):
@@ -84,13 +83,16 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve
 
     def _read_body(self) -> bytes | None:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked()
-        length = self.headers.get("Content-Length")
+        """The request body, or None once a 400 has answered a body that cannot be read."""
+        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
         try:
+            if chunked:
+                return self._read_chunked()
+            length = self.headers.get("Content-Length")
             size = int(length) if length else 0
         except ValueError:
-            self.send_error(400, "Content-Length is not a number")
+            self.close_connection = True  # the rest of the stream cannot be trusted to start a request
+            self.send_error(400, "a chunk size is not hexadecimal" if chunked else "Content-Length is not a number")
             return None
         return self.rfile.read(size) if size > 0 else b""
 

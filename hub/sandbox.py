@@ -24,9 +24,10 @@ from typing import Any
 
 import httpx
 
+from hub.loopback_server import WSGIApp, start
+
 CONTROL_PREFIX = "/_control"
 
-WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 ErrorBody = Callable[[int, str], tuple[bytes, str]]  # (status, message) -> (body, content type)
 
 
@@ -187,8 +188,6 @@ class ServedSandbox:
 def serve(app: WSGIApp, *, host: str = "127.0.0.1", port: int = 0) -> ServedSandbox:
     """Serve a sandbox over loopback HTTP/1.1 (kept-alive connections) in a background thread; port 0
     picks a free port."""
-    from hub.loopback_server import start
-
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError("sandboxes only listen on loopback")
     if isinstance(app, FaultMiddleware):

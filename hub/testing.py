@@ -40,9 +40,8 @@ from hub.conformance import (
     without_credentials,
 )
 from hub.ratelimit import RateLimiterRegistry
-from hub.sandbox import CONTROL_PREFIX, Faults
+from hub.sandbox import CONTROL_PREFIX, Faults, WSGIApp
 
-WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
 # A fixed wall-clock start (2026-05-28), so timestamps in tests are reproducible.
 EPOCH = 1_780_000_000.0

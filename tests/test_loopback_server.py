@@ -94,6 +94,10 @@ def test_a_bad_request_line_is_refused_and_stop_does_not_wait_for_open_connectio
     with socket.create_connection(("127.0.0.1", port)) as bad:
         bad.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: many\r\n\r\n")
         assert bad.recv(1024).startswith(b"HTTP/1.1 400")
+    with socket.create_connection(("127.0.0.1", port)) as bad:
+        bad.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+        refused = bad.recv(1024)
+        assert refused.startswith(b"HTTP/1.1 400") and b"hexadecimal" in refused
     started = time.monotonic()
     served.stop()
     assert time.monotonic() - started < 2
