@@ -71,5 +71,7 @@ def _number_new_events(session: Session, flush_context: object, instances: objec
     if len(new) < 2:
         return  # one event: the ORM's INSERT ... RETURNING is a single round trip as well
     ids = draw_ids(session, Event.__table__, len(new))
-    for event, event_id in zip(new, ids or (), strict=bool(ids)):
+    if ids is None:
+        return  # no sequence to draw from (SQLite): the ORM numbers them as it inserts
+    for event, event_id in zip(new, ids, strict=True):
         event.id = event_id

@@ -285,7 +285,7 @@ def _insert_orders(ctx: FlowContext, session: Session, account: ChannelAccount, 
     as objects."""
     new = [_new_order(account, remote, variants) for remote in remotes]
     with session.begin_nested():
-        _insert_rows(session, new)
+        _insert_order_rows(session, new)
     imported = bindings.NewBindings(session, account.id, bindings.ORDER_IMPORT)
     for remote, order in zip(remotes, new):
         imported.add(order.id, remote.channel_order_id)
@@ -294,7 +294,7 @@ def _insert_orders(ctx: FlowContext, session: Session, account: ChannelAccount, 
     imported.write()
 
 
-def _insert_rows(session: Session, new: list[NewOrder]) -> None:
+def _insert_order_rows(session: Session, new: list[NewOrder]) -> None:
     orders, lines = Order.__table__, OrderLine.__table__
     ids = draw_ids(session, orders, len(new))
     if ids is not None:
@@ -337,11 +337,11 @@ class NewOrder:
 
     @property
     def number(self) -> str:
-        return str(self.values["order_number"])
+        return self.values["order_number"]
 
     @property
     def status(self) -> OrderStatus:
-        return OrderStatus(self.values["status"])
+        return self.values["status"]
 
 
 def _new_order(account: ChannelAccount, remote: canonical.Order, variants: dict[str, int]) -> NewOrder:
