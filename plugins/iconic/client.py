@@ -6,7 +6,7 @@ redacted logs). This module adds what is The Iconic's own:
 - OAuth2 client credentials: ``POST /oauth/client-credentials`` with Basic auth of the Application
   ID and Secret. The token lives ``expires_in`` seconds (3600); it is renewed a little before that,
   and once more when a call answers 401 (a token can be revoked or the clock can drift). The
-  account's clients in one process share it (``TOKENS``): a worker runs run after run, and each
+  account's clients in one process share it (``hub.tokens.TOKENS``): a worker runs run after run, and each
   fetched a token of its own, one more round trip at the start of every run.
 - ``limit``/``offset`` paging read to the end by ``pagination.totalCount`` (or ``hasNext``).
 - The ``{type, title, status, detail}`` error body mapped onto hub.errors.
@@ -17,9 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import threading
-import weakref
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -27,6 +25,7 @@ import httpx
 from hub.channel import ChannelServices, Limits
 from hub.errors import AuthError, ContractError, RateLimited, RejectedItem, TransientError
 from hub.parallel import map_limited
+from hub.tokens import TOKENS
 
 LIVE_URL = "https://sellercenter-api.theiconic.com.au"
 STAGING_URL = "https://sellercenter-api-preprod.theiconic.com.au"
@@ -36,42 +35,6 @@ RENEW_EARLY_SHARE = 0.1
 RENEW_EARLY_MAX_SECONDS = 300.0
 
 Params = Mapping[str, Any] | list[tuple[str, Any]]
-
-
-class TokenCache:
-    """Access tokens by account, shared by the clients of this process.
-
-    Tokens fetched through an injected transport (a test's sandbox) are kept apart per transport
-    object and forgotten with it, so a token never reaches a sandbox that did not issue it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._network: dict[Hashable, tuple[str, float]] = {}
-        self._by_transport: weakref.WeakKeyDictionary[Any, dict[Hashable, tuple[str, float]]] = weakref.WeakKeyDictionary()
-
-    def get(self, transport: Any, key: Hashable, now: float) -> tuple[str, float] | None:
-        with self._lock:
-            held = self._table(transport).get(key)
-        return held if held is not None and now < held[1] else None
-
-    def put(self, transport: Any, key: Hashable, token: str, expires_at: float) -> None:
-        with self._lock:
-            self._table(transport)[key] = (token, expires_at)
-
-    def drop(self, transport: Any, key: Hashable, token: str) -> None:
-        """Forget ``token`` (refused with 401), unless another client has already replaced it."""
-        with self._lock:
-            table = self._table(transport)
-            if table.get(key, ("",))[0] == token:
-                del table[key]
-
-    def _table(self, transport: Any) -> dict[Hashable, tuple[str, float]]:
-        if transport is None:
-            return self._network
-        return self._by_transport.setdefault(transport, {})
-
-
-TOKENS = TokenCache()
 
 
 class IconicClient:
