@@ -195,7 +195,15 @@ def test_a_shipment_stored_meanwhile_by_another_run_keeps_none_of_the_others_out
     second = ordershub.ship(scene.dest, "1001", tracking="AP0000000002", lines=[FulfilmentLine("TEE-2", 1)])
     # As if the first were stored by a concurrent run after this one read the order's shipments:
     # the batch insert meets the unique key and falls back to one insert each.
-    monkeypatch.setattr(fulfilment_flow, "_has_shipment", lambda order, shipment: False)
+    stored_shipments = fulfilment_flow.shipped_orders
+
+    def without_their_shipments(*args: Any) -> dict[str, Any]:
+        orders = stored_shipments(*args)
+        for order in orders.values():
+            order.shipments.clear()
+        return orders
+
+    monkeypatch.setattr(fulfilment_flow, "shipped_orders", without_their_shipments)
     source = fulfilment_flow.Source(scene.destination, "Shopify", None, None)
 
     fulfilment_flow.store_shipments(_Context(ordershub.db), scene.marketplace, source, [first, second, second])

@@ -26,11 +26,12 @@ Orders imported as Third Party Managed are never written back, even after Fulfil
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -42,7 +43,7 @@ from hub.db import chunked
 from hub.errors import (AuthError, ChannelError, ConfigurationError, ContractError, RateLimited, TransientError,
                         ValidationError)
 from hub.events import emit
-from hub.flows.orders import (SENT_SHIPMENT, advance_cursor, canonical_order, lock_for_remote_call, lock_row, orders_by,
+from hub.flows.orders import (SENT_SHIPMENT, advance_cursor, canonical_order, lock_for_remote_call, lock_row,
                               settle_shipped)
 from hub.jobs import FlowContext, register_flow
 from hub.models import AccountStatus, CarrierMap, ChannelAccount, Fulfilment, Order, OrderStatus, utcnow
@@ -154,15 +155,19 @@ def _read_since(session: Session, account_id: int, source_id: int) -> datetime |
 
 
 def store_shipments(ctx: FlowContext, account_id: int, source: Source, shipments: list[canonical.Fulfilment]) -> None:
-    """Record the shipments of this account's orders (once each) and move the source's cursor."""
+    """Record the shipments of this account's orders (once each) and move the source's cursor.
+
+    A pull re-reads a window of shipments the hub mostly has, so their orders are read as plain
+    values (id, status, the shipments stored): loading each as an object with its shipments was the
+    largest part of a fulfilment run's CPU once the window held a few hundred.
+    """
     newest: datetime | None = None
     others = 0
-    fresh: list[tuple[Order, canonical.Fulfilment]] = []
+    fresh: list[tuple[ShippedOrder, canonical.Fulfilment]] = []
     taken: set[tuple[int, str]] = set()
     with ctx.db.session() as session:
         lock_row(session, ChannelAccount, account_id)  # one batch per account at a time; opens SQLite's transaction
-        orders = orders_by(session, account_id, Order.order_number, (s.order_number for s in shipments),
-                           with_=Order.fulfilments)
+        orders = shipped_orders(session, account_id, (s.order_number for s in shipments))
         for shipment in shipments:
             if shipment.shipped_at is not None:
                 shipped = _aware(shipment.shipped_at)
@@ -172,7 +177,7 @@ def store_shipments(ctx: FlowContext, account_id: int, source: Source, shipments
                 others += 1  # an order of another channel (or a web-shop order): not ours to write back
                 continue
             key = (order.id, shipment_key(shipment))
-            if key not in taken and not _has_shipment(order, shipment):  # a pull may list a shipment twice
+            if key not in taken and key[1] not in order.shipments:  # a pull may list a shipment twice
                 taken.add(key)
                 fresh.append((order, shipment))
         _insert_rows(session, source, fresh)
@@ -182,49 +187,77 @@ def store_shipments(ctx: FlowContext, account_id: int, source: Source, shipments
         log.info("%d shipment(s) from %s belong to no order of account %s", others, source.name, account_id)
 
 
-def _has_shipment(order: Order, shipment: canonical.Fulfilment) -> bool:
-    key = shipment_key(shipment)
-    return any(stored.external_id == key for stored in order.fulfilments)
+@dataclass
+class ShippedOrder:
+    """What storing a shipment needs of its order."""
+
+    id: int
+    status: OrderStatus
+    third_party_managed: bool
+    shipments: set[str] = field(default_factory=set)  # the keys (``shipment_key``) of those stored
 
 
-def _new_row(source: Source, order: Order, shipment: canonical.Fulfilment) -> Fulfilment:
-    key = shipment_key(shipment)
-    return Fulfilment(
-        order_id=order.id, source_account_id=source.account_id, external_id=key, carrier=shipment.carrier or "",
-        service=shipment.service, tracking_number=shipment.tracking_number or "", tracking_url=shipment.tracking_url,
-        shipped_at=_aware(shipment.shipped_at),
-        lines=[{"sku": line.sku, "quantity": line.quantity, "channel_line_ids": [str(i) for i in line.channel_line_ids]}
-               for line in shipment.lines],
-        status=SKIPPED if order.third_party_managed else PENDING,
-        error="Third Party Managed: never written back to the marketplace" if order.third_party_managed else None,
-    )
+def shipped_orders(session: Session, account_id: int, order_numbers: Iterable[str]) -> dict[str, ShippedOrder]:
+    """The account's orders among ``order_numbers`` with their stored shipments: a chunk a query."""
+    found: dict[str, ShippedOrder] = {}
+    for chunk in chunked(list(dict.fromkeys(order_numbers))):
+        rows = session.execute(
+            select(Order.id, Order.order_number, Order.status, Order.third_party_managed, Fulfilment.external_id)
+            .outerjoin(Fulfilment, Fulfilment.order_id == Order.id)
+            .where(Order.account_id == account_id, Order.order_number.in_(chunk))
+            .order_by(Order.id))
+        for order_id, number, status, third_party_managed, key in rows:
+            order = found.get(number)
+            if order is None or order.id != order_id:  # two orders with one number: the newest takes its shipments
+                order = found[number] = ShippedOrder(order_id, status, third_party_managed)
+            if key is not None:
+                order.shipments.add(key)
+    return found
 
 
-def _insert_rows(session: Session, source: Source, fresh: list[tuple[Order, canonical.Fulfilment]]) -> None:
-    """Insert the new shipments in one flush; if one was stored meanwhile (a concurrent run), each on
-    its own, so the others still go in."""
+def _new_row(source: Source, order: ShippedOrder, shipment: canonical.Fulfilment) -> dict[str, Any]:
+    return {
+        "order_id": order.id, "source_account_id": source.account_id, "external_id": shipment_key(shipment),
+        "carrier": shipment.carrier or "", "service": shipment.service, "tracking_number": shipment.tracking_number or "",
+        "tracking_url": shipment.tracking_url, "shipped_at": _aware(shipment.shipped_at),
+        "lines": [{"sku": line.sku, "quantity": line.quantity, "channel_line_ids": [str(i) for i in line.channel_line_ids]}
+                  for line in shipment.lines],
+        "status": SKIPPED if order.third_party_managed else PENDING,
+        "error": "Third Party Managed: never written back to the marketplace" if order.third_party_managed else None,
+    }
+
+
+def _insert_rows(session: Session, source: Source, fresh: list[tuple[ShippedOrder, canonical.Fulfilment]]) -> None:
+    """Insert the new shipments as one statement (no objects: nothing reads them back in this
+    transaction); if one was stored meanwhile (a concurrent run), each on its own, so the others still
+    go in. Their orders become fulfilled."""
     if not fresh:
         return
+    table = Fulfilment.__table__
     try:
         with session.begin_nested():
-            session.add_all([_new_row(source, order, shipment) for order, shipment in fresh])
-            session.flush()
+            session.execute(insert(table), [_new_row(source, order, shipment) for order, shipment in fresh])
         stored = [order for order, _ in fresh]
     except IntegrityError:
         stored = [order for order, shipment in fresh if _insert_one(session, _new_row(source, order, shipment))]
-    for order in stored:
-        if order.status in (OrderStatus.IMPORTED, OrderStatus.ROUTED):
-            order.status = OrderStatus.FULFILLED
+    _mark_fulfilled(session, [order.id for order in stored if order.status in (OrderStatus.IMPORTED, OrderStatus.ROUTED)])
 
 
-def _insert_one(session: Session, row: Fulfilment) -> bool:
+def _insert_one(session: Session, row: dict[str, Any]) -> bool:
     try:
         with session.begin_nested():
-            session.add(row)
-            session.flush()
+            session.execute(insert(Fulfilment.__table__), row)
     except IntegrityError:  # a concurrent run stored it first
         return False
     return True
+
+
+def _mark_fulfilled(session: Session, order_ids: list[int]) -> None:
+    orders = Order.__table__
+    for chunk in chunked(order_ids):
+        session.execute(update(orders).where(orders.c.id.in_(chunk),
+                                             orders.c.status.in_((OrderStatus.IMPORTED, OrderStatus.ROUTED)))
+                        .values(status=OrderStatus.FULFILLED))
 
 
 def shipment_key(shipment: canonical.Fulfilment) -> str:
