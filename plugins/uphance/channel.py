@@ -90,11 +90,12 @@ class UphanceChannel(Channel):
     @cached_property
     def client(self) -> UphanceClient:
         secrets = [secret] if (secret := self._webhook_secret()) else []
-        http = self.services.http_client(self.account.base_url or DEFAULT_BASE_URL, limits=self.limits,
-                                         secrets=secrets)
+        base_url = self.account.base_url or DEFAULT_BASE_URL
+        http = self.services.http_client(base_url, limits=self.limits, secrets=secrets)
         creds = self.validate_credentials(self.credentials)
         return UphanceClient(http, email=creds["email"], password=creds["password"],
-                             organisation_id=self.options["organisation_id"], clock=self.services.clock)
+                             organisation_id=self.options["organisation_id"], clock=self.services.clock,
+                             base_url=base_url, transport=self.services.transport)
 
     # -- every channel -------------------------------------------------------
 

@@ -68,6 +68,48 @@ def test_a_401_on_a_live_looking_token_renews_and_replays_once(channel, sandbox)
     assert sandbox.calls[("GET", "/seasons")] == 3  # the 401, then the replay
 
 
+def test_runs_in_one_process_share_the_login_until_it_is_due_for_renewal(make_channel, sandbox, clock):
+    network = httpx.WSGITransport(app=sandbox)  # one process's network: the runs' channels share it
+    first, second = make_channel(transport=network), make_channel(transport=network)
+    first.client.get("/seasons")
+    assert second.client.get("/seasons")["seasons"]
+    assert auth_calls(sandbox) == [1, 1, 1]  # the second run did not log in again
+    assert second.client.organisations == first.client.organisations  # what the login saw comes along
+    other_organisation = make_channel(transport=network, organisation_id=9580)
+    assert list(other_organisation.client.products()) == []  # its own token: the organisation is tied to it
+    assert auth_calls(sandbox) == [2, 2, 2]
+    clock.now += 604800 - RENEW_MARGIN_SECONDS + 1  # the shared session is due for renewal
+    first.client.get("/seasons")  # renews it by the refresh grant...
+    make_channel(transport=network).client.get("/seasons")  # ...and the next run starts with the renewed one
+    assert auth_calls(sandbox) == [3, 2, 3]
+
+
+def test_a_shared_session_refused_with_401_is_renewed_once_for_every_run(make_channel, sandbox):
+    network = httpx.WSGITransport(app=sandbox)
+    first, second = make_channel(transport=network), make_channel(transport=network)
+    first.client.get("/seasons")
+    for token in sandbox.state.tokens.values():
+        token.expires_in = 0  # revoked early
+    assert first.client.get("/seasons")["seasons"]  # 401, renewed, replayed
+    assert second.client.get("/seasons")["seasons"]  # starts with the renewed session: no 401
+    assert sandbox.calls[("GET", "/seasons")] == 4
+    assert auth_calls(sandbox) == [2, 1, 2]
+
+
+def test_a_sandbox_never_sees_a_session_another_sandbox_issued(make_channel, sandbox):
+    make_channel().client.get("/seasons")
+    make_channel().client.get("/seasons")  # a transport of its own: as if another sandbox
+    assert auth_calls(sandbox) == [2, 2, 2]
+
+
+def test_another_password_never_borrows_the_session(make_channel, sandbox):
+    network = httpx.WSGITransport(app=sandbox)
+    make_channel(transport=network).client.get("/seasons")
+    stranger = make_channel(transport=network, credentials={"email": "admin@harbourlane.example", "password": "nope"})
+    with pytest.raises(AuthError, match="refused the password grant"):
+        stranger.client.get("/seasons")
+
+
 def test_paging_follows_meta_next_page_to_the_end(make_sandbox, make_channel):
     app = make_sandbox(products=250)
     products = list(make_channel(app).client.products())
