@@ -15,6 +15,7 @@ on fake time, so retries, Retry-After and the rate limiter are exercised without
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -124,10 +125,16 @@ class InFlight:
     ``with gauge:`` around each call, or ``gauge.around(app)`` for a WSGI sandbox: each request (or
     only those whose path contains ``only``) is held ``pause`` seconds of real time, so that
     concurrent requests overlap and ``gauge.most`` shows how many the channel kept in flight.
+
+    A pause alone depends on the host: on a busy one the fourth thread may start after the first
+    request has answered. Give ``until`` (or call ``reach(n)`` inside ``with gauge:``) and each call
+    is held until that many have been in flight at once, then passes: a channel that does overlap
+    its calls shows it however slow the host, and one that does not costs the test ``timeout``.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._grew = threading.Condition(self._lock)
         self.now = self.most = 0
         self.threads: set[str] = set()
 
@@ -136,17 +143,30 @@ class InFlight:
             self.now += 1
             self.most = max(self.most, self.now)
             self.threads.add(threading.current_thread().name)
+            self._grew.notify_all()
         return self
 
     def __exit__(self, *exc: object) -> None:
         with self._lock:
             self.now -= 1
 
-    def around(self, app: WSGIApp, *, pause: float = 0.05, only: str = "") -> WSGIApp:
+    def reach(self, count: int, timeout: float = 5.0) -> bool:
+        """Wait until ``count`` calls have been in flight at once (True), or ``timeout`` passes (False)."""
+        with self._grew:
+            return self._grew.wait_for(lambda: self.most >= count, timeout)
+
+    def around(self, app: WSGIApp, *, pause: float = 0.05, only: str = "", until: int | None = None,
+               lead: int = 0, timeout: float = 5.0) -> WSGIApp:
+        """``lead``: the first requests that go alone by design (a first page that tells the client how
+        many follow, a search before the writes) pass without waiting for ``until``."""
+        seen = itertools.count()
+
         def gauged(environ: dict, start_response: Callable) -> Iterable[bytes]:
             if only not in environ.get("PATH_INFO", ""):
                 return app(environ, start_response)
             with self:
+                if until is not None and next(seen) >= lead:
+                    self.reach(until, timeout)
                 time.sleep(pause)
                 return app(environ, start_response)
 

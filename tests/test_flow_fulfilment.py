@@ -233,7 +233,7 @@ def test_both_sources_are_pulled_at_the_same_time(ordershub: OrdersHub, monkeypa
 
     def slow_pull(self: MemoryChannel, since: Any = None) -> Any:
         with gauge:
-            time.sleep(0.1)  # a round trip
+            gauge.reach(2)  # both sources' pulls under way at once (or five seconds go by)
             return pull(self, since)
 
     monkeypatch.setattr(MemoryChannel, "pull_fulfilments", slow_pull)

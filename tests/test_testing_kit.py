@@ -11,6 +11,7 @@ import importlib
 import inspect
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -32,6 +33,7 @@ from hub.testing import (
     ChannelConformance,
     ErrorConformance,
     FakeTime,
+    InFlight,
     MarketplaceConformance,
     WebhookConformance,
     clear_faults,
@@ -105,6 +107,42 @@ def test_the_occasional_429_seed_gives_one_429_then_never_two_in_a_row() -> None
         statuses = [client.get("/read").status_code for _ in range(500)]
     assert statuses[0] == 429
     assert not any(a == b == 429 for a, b in zip(statuses, statuses[1:]))
+
+
+def _staggered(app: Any, starts: list[float]) -> list[float]:
+    """Send one request per start time (seconds from now), each on its own thread; each one's wait."""
+    waited = [0.0] * len(starts)
+
+    def send(index: int, delay: float) -> None:
+        time.sleep(delay)
+        began = time.monotonic()
+        with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://sandbox.test") as client:
+            client.get("/write")
+        waited[index] = time.monotonic() - began
+
+    threads = [threading.Thread(target=send, args=(i, delay)) for i, delay in enumerate(starts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return waited
+
+
+def test_in_flight_holds_requests_until_the_expected_number_overlap_however_late_they_start() -> None:
+    gauge = InFlight()
+    # Started 0.2 s apart: a fixed 50 ms hold would see them one at a time.
+    _staggered(gauge.around(_echo_app, pause=0, until=3), [0.0, 0.2, 0.4])
+    assert gauge.most == 3 and gauge.now == 0
+
+
+def test_in_flight_lets_the_lead_requests_go_alone_and_gives_up_after_its_timeout() -> None:
+    gauge = InFlight()
+    app = gauge.around(_echo_app, pause=0, until=2, lead=1, timeout=0.3)
+    first, second = _staggered(app, [0.0, 0.2])
+    assert first < 0.2  # the lead request did not wait for a second one
+    assert 0.25 < second < 2.0  # nobody joined it: held until the timeout, then answered
+    assert gauge.most == 1
+    assert not gauge.reach(2, timeout=0.01)
 
 
 def test_forgeries_of_a_signed_webhook() -> None:

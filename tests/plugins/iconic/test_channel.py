@@ -351,7 +351,8 @@ def test_a_batch_writes_write_back_concurrency_orders_at_a_time(make_channel, sa
     channel = make_channel({"write_back_concurrency": concurrency})
     orders = _one_unit_orders(channel, sandbox, control, listed[0].sku, 12)
     gauge = InFlight()
-    monkeypatch.setattr(sandbox, "app", gauge.around(sandbox.app, only="/statuses/"))
+    monkeypatch.setattr(sandbox, "app", gauge.around(sandbox.app, only="/statuses/",
+                                                     until=concurrency))
     results = channel.send_fulfilments([(o, Fulfilment(o.order_number, "Aramex", f"AR{o.channel_order_id}")) for o in orders])
     assert [r.key for r in results] == [o.order_number for o in orders] and all(r.ok for r in results)
     assert gauge.most == concurrency
@@ -472,10 +473,10 @@ def test_a_long_orders_pull_reads_pages_and_item_look_ups_several_at_a_time(chan
     for _ in range(350):
         place_order(control, (listed[0].sku, 1))
     pages, lookups = InFlight(), InFlight()
-    # Held a quarter second each: on a busy host the fourth look-up's thread can start more than the
-    # default 50 ms after the first, which then has already answered (seen once in CI: 3 at once).
-    monkeypatch.setattr(sandbox, "app", pages.around(lookups.around(sandbox.app, only="/v2/order-items", pause=0.25),
-                                                     only="/v2/orders", pause=0.25))
+    # Held until the expected number are in flight: a busy host can start the fourth look-up's thread
+    # after the first has answered (seen once in CI with a fixed 50 ms hold: 3 at once).
+    monkeypatch.setattr(sandbox, "app", pages.around(lookups.around(sandbox.app, only="/v2/order-items", until=4),
+                                                     only="/v2/orders", until=3, lead=1))
     orders = list(channel.pull_orders(None))
     assert len(orders) == len({o.channel_order_id for o in orders}) == 350
     assert all(order.lines for order in orders)

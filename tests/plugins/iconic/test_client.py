@@ -118,7 +118,7 @@ def test_paging_takes_one_call_per_page_of_the_total(channel, sandbox):
 
 def test_pages_after_the_first_can_be_read_several_at_a_time(channel, sandbox, monkeypatch):
     gauge = InFlight()
-    monkeypatch.setattr(sandbox, "app", gauge.around(sandbox.app, only="/v2/brands"))
+    monkeypatch.setattr(sandbox, "app", gauge.around(sandbox.app, only="/v2/brands", until=4, lead=1))
     brands = list(channel.client.paged("/v2/brands", in_flight=4))
     assert [b["id"] for b in brands] == [b["id"] for b in channel.client.paged("/v2/brands")]  # same order
     assert len({b["id"] for b in brands}) == 1200

@@ -120,7 +120,7 @@ def test_the_fulfilment_pull_reads_only_orders_shopify_lists_as_shipped(sandbox:
     admin("/_control/fulfil", {"order": "400000007", "company": "Sendle", "number": "SD7"})  # all of it
     sandbox.reset_counts()
     gauge = InFlight()
-    monkeypatch.setattr(sandbox, "app", gauge.around(sandbox.app))
+    monkeypatch.setattr(sandbox, "app", gauge.around(sandbox.app, until=2))
     shipments = list(channel.pull_fulfilments(None))
     assert sorted((s.order_number, s.tracking_number) for s in shipments) == [("400000003", "ST3"),
                                                                               ("400000007", "SD7")]
@@ -346,7 +346,8 @@ def test_a_create_that_timed_out_but_reached_shopify_is_kept_and_the_rest_wait_f
 def test_creates_overlap_up_to_create_concurrency(sandbox: Any, make_channel: Any, monkeypatch: Any) -> None:
     channel = make_channel(sandbox, {"inventory_behaviour": "BYPASS"})
     gauge = InFlight()
-    monkeypatch.setattr(sandbox, "app", gauge.around(sandbox.app))
+    # The name search and the SKU search go first, one at a time; then the orderCreates overlap.
+    monkeypatch.setattr(sandbox, "app", gauge.around(sandbox.app, until=4, lead=2))
     results = channel.create_orders(batch(16))
     assert all(r.ok for r in results) and len(sandbox.state.orders) == 16
     assert gauge.most == 4 and ShopifyChannel.validate_settings({})["create_concurrency"] == 4
