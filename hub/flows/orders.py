@@ -49,7 +49,7 @@ from typing import Any
 
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, defer, selectinload
 
 from hub import bindings, cursors
 from hub import records as canonical
@@ -879,11 +879,15 @@ def _batch_failed(ctx: FlowContext, session: Session, account: ChannelAccount, o
 def load_orders(session: Session, order_ids: Iterable[int]) -> list[Order]:
     """The orders with their lines and shipments, a few queries per ``SQL_IN_CHUNK`` ids, so that
     ``session.get`` and the relationships of a batch cost no round trip each. Hold the list: the
-    session's identity map keeps only weak references."""
+    session's identity map keeps only weak references.
+
+    Routing never reads the marketplace's raw record (a destination gets a record of its own), and
+    parsing it for every order of every batch, three times per batch, was the largest JSON cost of an
+    orders run: it is loaded only if something asks for it."""
     loaded: list[Order] = []
     for chunk in chunked(sorted(set(order_ids))):
-        loaded.extend(session.scalars(select(Order).where(Order.id.in_(chunk))
-                                      .options(selectinload(Order.lines), selectinload(Order.fulfilments))))
+        loaded.extend(session.scalars(select(Order).where(Order.id.in_(chunk)).options(
+            defer(Order.raw), selectinload(Order.lines), selectinload(Order.fulfilments))))
     return loaded
 
 
@@ -1040,8 +1044,9 @@ def _rematch(ctx: FlowContext, session: Session, account: ChannelAccount, order:
 # -- the order as the destination sees it --------------------------------------------------------
 
 
-def canonical_order(order: Order) -> canonical.Order:
-    """The stored order as a canonical record, as the marketplace sent it (with its line ids)."""
+def canonical_order(order: Order, *, with_raw: bool = True) -> canonical.Order:
+    """The stored order as a canonical record, as the marketplace sent it (with its line ids);
+    ``with_raw=False`` leaves out the marketplace's raw record (a destination gets its own)."""
     return canonical.Order(
         channel_order_id=order.channel_order_id,
         order_number=order.order_number,
@@ -1059,7 +1064,7 @@ def canonical_order(order: Order) -> canonical.Order:
         billing_address=_address(order.billing_address),
         shipping_method=order.shipping_method,
         total=order.total,
-        raw=dict(order.raw or {}),
+        raw=dict(order.raw or {}) if with_raw else {},
     )
 
 
@@ -1070,7 +1075,7 @@ def destination_order(order: Order, account: ChannelAccount) -> canonical.Order:
     The marketplace's billing address and e-mail come from the account settings ``billing_address``
     (an Address as a dict) and ``order_email`` when the admin set them.
     """
-    outgoing = canonical_order(order)
+    outgoing = canonical_order(order, with_raw=False)
     marketplace = channel_title(account)
     settings = account.settings or {}
     outgoing.customer_name = marketplace
