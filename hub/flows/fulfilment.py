@@ -161,6 +161,8 @@ def store_shipments(ctx: FlowContext, account_id: int, source: Source, shipments
     values (id, status, the shipments stored): loading each as an object with its shipments was the
     largest part of a fulfilment run's CPU once the window held a few hundred.
     """
+    if not shipments:
+        return  # nothing shipped in the window: no transaction, no lock
     newest: datetime | None = None
     others = 0
     fresh: list[tuple[ShippedOrder, canonical.Fulfilment]] = []

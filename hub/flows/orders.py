@@ -175,6 +175,8 @@ class StoredBatch:
 def store_batch(ctx: FlowContext, account_id: int, pulled: list[canonical.Order], *, move_cursor: bool = True) -> StoredBatch:
     """Import new orders, apply changes to known ones, and move the cursor — one transaction."""
     batch = StoredBatch()
+    if not pulled:
+        return batch  # a quiet account's poll: no transaction, no lock
     with ctx.db.session() as session:
         # Hold the account row: two workers storing batches of one account take turns, and on SQLite
         # this first write opens the transaction, so the savepoints below nest inside it.
@@ -1138,6 +1140,8 @@ def pull_destination_cancellations(ctx: FlowContext, account_id: int) -> None:
     for target_id, channel, since in sources:
         cancelled = list(channel.pull_cancellations(since))
         ctx.add_api_calls(1)
+        if not cancelled:
+            continue  # the usual answer: nothing to store, no lock to take
         for order_id, where in _store_destination_cancellations(ctx, account_id, target_id, cancelled):
             _tell_the_others(ctx, account_id, order_id, where)
 
