@@ -169,6 +169,33 @@ def test_new_orders_of_a_pull_are_inserted_together_whatever_their_number(
         assert statements[1] <= statements[0] + 1, statements
 
 
+def test_polls_that_find_nothing_lock_no_account_row(ordershub: OrdersHub, pushes: list) -> None:
+    # A quiet account is polled every few minutes: an empty answer (no orders, no shipments, no
+    # cancellations at the destination) must not take the account's row lock the stores take.
+    scene = ordershub.scene(fulfilment=True)
+    locks: list[str] = []
+
+    def one(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE CHANNEL_ACCOUNTS"):
+            locks.append(statement)
+
+    event.listen(ordershub.db.engine, "before_cursor_execute", one)
+    try:
+        assert ordershub.run(scene.marketplace, "orders").status is RunStatus.OK
+        assert ordershub.run(scene.marketplace, "fulfilment").status is RunStatus.OK
+    finally:
+        event.remove(ordershub.db.engine, "before_cursor_execute", one)
+    assert locks == []
+    ordershub.seed("TEE-1", stock=5)
+    ordershub.place(scene.market, "1001", {"TEE-1": 1})  # something to store: the lock is taken again
+    event.listen(ordershub.db.engine, "before_cursor_execute", one)
+    try:
+        ordershub.run(scene.marketplace, "orders")
+    finally:
+        event.remove(ordershub.db.engine, "before_cursor_execute", one)
+    assert locks
+
+
 def test_an_order_a_pull_lists_twice_is_imported_once_and_its_later_state_kept(
     ordershub: OrdersHub, pushes: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
