@@ -101,10 +101,16 @@ class UphanceClient:
         self.http.add_secrets([session.access_token, session.refresh_token or ""])
         self._session = session
 
-    def _forget_session(self) -> None:
-        """The session was refused (401): no other run should start with it."""
-        if self._session is not None:
-            TOKENS.drop(self._transport, self._session_key, self._session)
+    def _after_refusal(self, refused: Session) -> Session:
+        """A session to replay a call answered 401: one another run renewed meanwhile (its refresh
+        token has rotated, so ours would be refused), else renewed here. No run starts with the
+        refused one again."""
+        TOKENS.drop(self._transport, self._session_key, refused)
+        shared = TOKENS.get(self._transport, self._session_key, self._clock())
+        if shared is not None and shared[0] != refused:
+            self._adopt(shared[0])
+            return shared[0]
+        return self.renew()
 
     def _open(self, token: dict[str, Any], organisation: dict[str, Any], organisations: list[dict[str, Any]]) -> Session:
         self._session = None
@@ -161,8 +167,7 @@ class UphanceClient:
         session = self._ensure_session()
         response = self.http.request(method, path, headers=_bearer(session.access_token), **kwargs)
         if response.status_code == 401:
-            self._forget_session()
-            session = self.renew()
+            session = self._after_refusal(session)
             response = self.http.request(method, path, headers=_bearer(session.access_token), **kwargs)
         return self._decode(response, f"{method} {path}")
 

@@ -96,6 +96,19 @@ def test_a_shared_session_refused_with_401_is_renewed_once_for_every_run(make_ch
     assert auth_calls(sandbox) == [2, 1, 2]
 
 
+def test_a_run_refused_with_a_session_another_run_already_renewed_takes_the_renewed_one(make_channel, sandbox):
+    network = httpx.WSGITransport(app=sandbox)
+    first, second = make_channel(transport=network), make_channel(transport=network)
+    first.client.get("/seasons")
+    second.client.get("/seasons")  # both hold the same session
+    for token in sandbox.state.tokens.values():
+        token.expires_in = 0  # revoked early
+    assert first.client.get("/seasons")["seasons"]  # 401, renewed by the refresh grant, replayed
+    assert second.client.get("/seasons")["seasons"]  # 401, then the renewed session: no second renewal
+    assert auth_calls(sandbox) == [2, 1, 2]  # the refresh token had rotated: renewing again would fail
+    assert sandbox.calls[("GET", "/seasons")] == 6
+
+
 def test_a_sandbox_never_sees_a_session_another_sandbox_issued(make_channel, sandbox):
     make_channel().client.get("/seasons")
     make_channel().client.get("/seasons")  # a transport of its own: as if another sandbox
