@@ -27,7 +27,8 @@ RQ's scheduler killed, or a Redis that restarted without its data must not stall
 until ``RUN_STALE_AFTER``. The tick fails a running run whose flow lock lapsed (its work horse is
 gone; the lock lives ``FLOW_LOCK_TIMEOUT`` without its heartbeat), fails a pending run whose job RQ
 finished with, queues again a pending run whose job Redis no longer holds (or holds in no queue or
-registry: a worker took it and died before starting it), and moves retries and
+registry: a worker took it and died before starting it; or RQ started it but the run never
+became running), and moves retries and
 deferrals overdue by ``RESCUE_OVERDUE_AFTER`` onto their queues itself. The schedule then queues a
 fresh run where one was failed. Doubt is resolved towards running again: the database (bindings,
 unique order keys), never Redis, makes a second run harmless.
@@ -285,8 +286,9 @@ class FleetRuntime:
         return "requeue" if self._stranded(job, status, now) else None
 
     def _stranded(self, job: Job, status: JobStatus | None, now: datetime) -> bool:
-        """A job no queue or registry holds any more: a worker took it off its queue and was killed
-        before RQ recorded it as started. Nothing in RQ would ever run it again."""
+        """A job no queue or registry holds any more (a worker took it off its queue and was killed
+        before RQ recorded it as started), or one RQ recorded as started whose worker died before it
+        marked the run running. Nothing in RQ would run it again in time."""
         queue = Queue(job.origin, connection=self.redis)
         grace = timedelta(seconds=LOST_JOB_GRACE)
         if status == JobStatus.QUEUED:
@@ -296,8 +298,11 @@ class FleetRuntime:
             since = job.enqueued_at or job.created_at
             held = self.redis.zscore(queue.scheduled_job_registry.key, job.id) is not None
         elif status == JobStatus.STARTED:
+            # The run is still pending: a live worker marks it running moments after RQ starts its
+            # job, so a start older than the grace lost its worker in between (RQ would only give up
+            # on the job once its timeout passes). Held or not, it is stranded.
             since = job.started_at
-            held = job.id in queue.started_job_registry.get_job_ids(cleanup=False)
+            held = False
         else:
             return False
         return not held and since is not None and now - aware(since) > grace

@@ -8,7 +8,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from hub.db import Database
 from hub.fleet import (
@@ -125,6 +125,29 @@ def test_a_job_a_killed_worker_took_off_its_queue_is_queued_again(fleet) -> None
     assert fleet.recover()["requeued"] == []  # enqueued a moment ago: a live worker may be starting it
     job = Job.fetch(job_id, connection=fleet.redis)
     job.enqueued_at = utcnow() - timedelta(seconds=LOST_JOB_GRACE + 1)
+    job.save()
+
+    assert fleet.recover()["requeued"] == [run_id]
+    assert job_id in queue.job_ids
+
+
+def test_a_job_rq_started_for_a_worker_killed_before_the_run_began_is_queued_again(fleet) -> None:
+    """RQ recorded the job as started (its worker's started registry holds it) and the worker was
+    killed before the run became running: RQ would give up on the job only after its timeout."""
+    account_id = make_account(fleet.db)
+    run_id = fleet.enqueue(account_id, "orders")
+    job_id = job_id_for(run_id, fleet.prefix)
+    queue = fleet.queues["orders"]
+    fleet.redis.lrem(queue.key, 0, job_id)
+    job = Job.fetch(job_id, connection=fleet.redis)
+    job.set_status(JobStatus.STARTED)
+    job.started_at = utcnow()
+    job.save()
+    fleet.redis.zadd(queue.started_job_registry.key, {job_id: time.time() + 600})  # the dead worker's entry
+    with fleet.db.session() as session:
+        session.get(SyncRun, run_id).queued_at = utcnow() - timedelta(seconds=LOST_JOB_GRACE + 1)
+    assert fleet.recover()["requeued"] == []  # started a moment ago: a live worker is beginning the run
+    job.started_at = utcnow() - timedelta(seconds=LOST_JOB_GRACE + 1)
     job.save()
 
     assert fleet.recover()["requeued"] == [run_id]
