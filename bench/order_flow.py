@@ -511,25 +511,32 @@ def write_timeline(db: Any, path: Path, label: str, origin: float) -> None:
     workers waited and which runs were long is what the throughput figure cannot show."""
     import csv
 
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
-    from hub.models import SyncRun
+    from hub.models import SyncRun, SyncRunItem
 
     def since(moment: Any) -> str:
         return f"{moment.timestamp() - origin:.2f}" if moment is not None else ""
 
     with db.session() as session:
         rows = session.execute(select(SyncRun).where(SyncRun.flow != "catalog").order_by(SyncRun.id)).scalars().all()
+        # What each run did, by the first word of its items' messages ("imported", "routed", a carrier...).
+        did: dict[int, dict[str, int]] = {}
+        first_word = func.split_part(SyncRunItem.message, " ", 1)
+        for run_id, word, count in session.execute(select(SyncRunItem.run_id, first_word, func.count())
+                                                   .group_by(SyncRunItem.run_id, first_word)):
+            did.setdefault(run_id, {})[word] = count
         fresh = not path.exists()
         with path.open("a", newline="") as handle:
             out = csv.writer(handle)
             if fresh:
                 out.writerow(["config", "run", "account", "flow", "trigger", "status", "queued", "started",
-                              "finished", "api_calls", "counts"])
+                              "finished", "api_calls", "counts", "did"])
             for run in rows:
                 out.writerow([label, run.id, run.account_id, run.flow, run.trigger, getattr(run.status, "value", run.status),
                               since(run.queued_at), since(run.started_at), since(run.finished_at), run.api_calls,
-                              " ".join(f"{k}={v}" for k, v in sorted((run.counts or {}).items()))])
+                              " ".join(f"{k}={v}" for k, v in sorted((run.counts or {}).items())),
+                              " ".join(f"{k}={v}" for k, v in sorted(did.get(run.id, {}).items()))])
 
 
 def run_summary(db: Any) -> tuple[dict[str, int], int]:
