@@ -678,15 +678,19 @@ def bench_config(args: argparse.Namespace, mode: str, latency_ms: int, accounts:
             figures.runs, figures.api_calls = run_summary(db)
             if args.timeline and shoppers is not None and shoppers.placed:
                 write_timeline(db, Path(args.timeline), figures.label, min(shoppers.placed.values()))
+            throttled: dict[str, int] = {}
             for brand in brands:
                 try:
-                    for name, (calls, _) in brand.sandboxes.calls().items():
+                    for name, (calls, statuses) in brand.sandboxes.calls().items():
                         figures.requests[name] = figures.requests.get(name, 0) + sum(calls.values())
+                        throttled[name] = throttled.get(name, 0) + statuses.get("429", 0)
                         if name == "iconic":
                             figures.iconic_reads += calls.get(("GET", "/v2/orders"), 0)
                 except Exception:  # noqa: BLE001 - the counts are a diagnostic
                     figures.notes.append("request counts unavailable")
                 brand.sandboxes.stop()
+            if any(throttled.values()):  # each costs the run its Retry-After
+                figures.notes.append("429 answers: " + ", ".join(f"{name} {n}" for name, n in sorted(throttled.items()) if n))
             set_connector(None)
     return figures
 
