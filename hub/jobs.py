@@ -32,6 +32,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, text, update
@@ -304,6 +305,7 @@ class FlowContext:
     others_waiting: WaitingProbe | None = field(default=None, repr=False)
     started: float = field(default_factory=time.monotonic, repr=False)
     continues_later: bool = False  # set by continue_later()
+    queued_at: datetime | None = None  # when the run was queued (None: not known)
 
     def time_to_yield(self) -> bool:
         """True once the run has had its slice (``RUN_SLICE_SECONDS``) and other runs wait for a worker.
@@ -342,6 +344,20 @@ class FlowContext:
     def is_continuation(self) -> bool:
         """This run continues one that yielded (``continue_later``): its pull was that run's."""
         return bool(self.params.get(CONTINUATION))
+
+    def pull_is_due(self, interval: timedelta) -> bool:
+        """Should a flow that pulls on a schedule (every ``interval``) pull in this run?
+
+        Yes, unless the run is a continuation that started within ``interval`` of being queued: it
+        finishes what its run pulled. One that waited longer stands in for a scheduled run: the
+        schedule queues no run of a flow while one is pending, so without its pull the channel would
+        go unread until it ends and the next scheduled run has queued and waited in turn.
+        """
+        if not self.is_continuation:
+            return True
+        if self.queued_at is None:
+            return False
+        return datetime.now(timezone.utc) - self.queued_at >= interval
 
     @property
     def counts(self) -> dict[str, int]:
@@ -522,6 +538,7 @@ class _RunView:
     status: RunStatus
     attempt: int
     params: dict[str, Any]
+    queued_at: datetime | None = None
 
 
 def execute_run(
@@ -588,6 +605,7 @@ def _run_locked(
         params=params,
         recorder=recorder,
         others_waiting=others_waiting,
+        queued_at=view.queued_at,
     )
     try:
         spec.func(ctx)
@@ -650,6 +668,7 @@ def _load(db: Database, run_id: int) -> _RunView | None:
             status=RunStatus(run.status),
             attempt=run.attempt or 1,
             params=dict(run.params or {}),
+            queued_at=run.queued_at,
         )
 
 

@@ -17,6 +17,7 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -39,8 +40,10 @@ from hub.models import (
     SyncRun,
     SyncRunItem,
     Variant,
+    utcnow,
 )
 from hub.plugins import ChannelhubPluginManager, set_plugin_manager
+from hub.scheduling import interval_for
 from hub.records import Product, StockLevel
 from hub.records import Variant as VariantRecord
 from hub.secrets import CredentialBox
@@ -164,11 +167,20 @@ class FlowHub:
 
     # running flows
 
-    def run(self, account_id: int, flow: str, **params: Any) -> RunReport:
+    def run(self, account_id: int, flow: str, *, queued_ago: timedelta | None = None, **params: Any) -> RunReport:
+        """Run the flow now; ``queued_ago`` backdates the run's queueing (it waited that long for a worker)."""
         load_builtin_flows()
         run_id = create_run(self.db, account_id, flow, trigger="manual")
+        if queued_ago is not None:
+            with self.db.session() as session:
+                session.get(SyncRun, run_id).queued_at = utcnow() - queued_ago
         execute_run(self.db, run_id, locks=self.locks, retries_left=0, params=params)
         return self.report(run_id)
+
+    def interval(self, account_id: int, flow: str) -> timedelta:
+        """How often the schedule runs the flow for the account."""
+        with self.db.session() as session:
+            return interval_for(session.get(ChannelAccount, account_id), flow)
 
     def report(self, run_id: int) -> RunReport:
         with self.db.session() as session:

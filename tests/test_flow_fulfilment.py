@@ -380,6 +380,27 @@ def test_batch_a_write_back_that_yields_leaves_the_rest_unsent_for_its_continuat
     assert sorted(number for number, _ in scene.market.sent_fulfilments) == [str(2001 + n) for n in range(23)]
 
 
+def test_batch_a_continuation_that_waited_longer_than_the_interval_pulls_new_shipments(
+        ordershub: OrdersHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    scene = shipped_orders(ordershub, 12)
+    ordershub.place(scene.market, "3001", {"TEE-1": 1})
+    assert ordershub.run(scene.marketplace, "orders").status is RunStatus.OK
+    monkeypatch.setattr(FlowContext, "time_to_yield", lambda self: True)
+    ordershub.run(scene.marketplace, "fulfilment")  # stores 12, sends 10, yields
+    ordershub.ship(scene.dest, "3001", tracking="AP300100AU")  # shipped while the continuation waits
+    pulls = scene.dest.calls["pull_fulfilments"]
+    interval = ordershub.interval(scene.marketplace, "fulfilment")
+
+    prompt = ordershub.run(scene.marketplace, "fulfilment", continuation=True, queued_ago=interval / 2)
+    assert prompt.counts == {"ok": 2} and scene.dest.calls["pull_fulfilments"] == pulls  # the 2 left, no pull
+    late = ordershub.run(scene.marketplace, "fulfilment", continuation=True, queued_ago=interval * 2)
+
+    # While a continuation waits, the schedule queues no fulfilment run for the account: the late one pulls.
+    assert scene.dest.calls["pull_fulfilments"] == pulls + 1
+    assert [(item.key, item.outcome) for item in late.items] == [("3001", "ok")]
+    assert "3001" in [number for number, _ in scene.market.sent_fulfilments]
+
+
 class _Context:
     """What send_batch needs of a FlowContext, for driving two "workers" by hand."""
 

@@ -571,6 +571,28 @@ def test_routing_that_yields_leaves_the_rest_waiting_for_its_continuation(orders
     assert scene.dest.batch_sizes == [10, 10, 3]
 
 
+def test_a_continuation_that_waited_longer_than_the_interval_pulls_as_the_scheduled_run_would(
+        ordershub: OrdersHub, pushes: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    scene = ordershub.scene(destination_plugin="memory_full")
+    ordershub.seed("TEE-1", stock=30)
+    for number in range(1000, 1015):
+        ordershub.place(scene.market, str(number), {"TEE-1": 1})
+    monkeypatch.setattr(FlowContext, "time_to_yield", lambda self: True)
+    ordershub.run(scene.marketplace, "orders")  # imports 15, routes 10, yields
+    ordershub.place(scene.market, "2001", {"TEE-1": 1})  # placed while the continuation waits for a worker
+    pulls = scene.market.calls["pull_orders"]
+    interval = ordershub.interval(scene.marketplace, "orders")
+
+    prompt = ordershub.run(scene.marketplace, "orders", continuation=True, queued_ago=interval / 2)
+    assert scene.market.calls["pull_orders"] == pulls and prompt.counts == {"ok": 5}  # the 5 left, no pull
+    late = ordershub.run(scene.marketplace, "orders", continuation=True, queued_ago=interval * 2)
+
+    # While a continuation waits, the schedule queues no orders run for the account: the late one pulls.
+    assert scene.market.calls["pull_orders"] == pulls + 1
+    assert [(item.key, item.message) for item in late.items] == [("2001", "imported"), ("2001", "routed to Shopify")]
+    assert "2001" in scene.dest.created_orders
+
+
 def test_an_order_cancelled_before_it_was_routed_is_never_routed(ordershub: OrdersHub, pushes: list) -> None:
     scene = ordershub.scene()
     ordershub.seed("TEE-1")

@@ -48,7 +48,7 @@ from hub.flows.orders import (SENT_SHIPMENT, advance_cursor, canonical_order, lo
 from hub.jobs import FlowContext, register_flow
 from hub.models import AccountStatus, CarrierMap, ChannelAccount, Fulfilment, Order, OrderStatus, utcnow
 from hub.parallel import map_limited
-from hub.scheduling import aware
+from hub.scheduling import aware, interval_for
 
 log = logging.getLogger("channelhub.flows.fulfilment")
 
@@ -82,9 +82,10 @@ def run_fulfilment(ctx: FlowContext) -> None:
         sources = _sources(session, account)
         marketplace = open_channel(account)
         account_id = account.id
-    # A continuation sends what its run stored. A source that failed is reported after the others'
-    # shipments are stored and sent: one source being down holds back no other's.
-    failure = None if ctx.is_continuation else pull_and_store(ctx, account_id, sources)
+        pulls = ctx.pull_is_due(interval_for(account, ctx.flow))
+    # A prompt continuation sends what its run stored. A source that failed is reported after the
+    # others' shipments are stored and sent: one source being down holds back no other's.
+    failure = pull_and_store(ctx, account_id, sources) if pulls else None
     send_unsent(ctx, account_id, marketplace)
     if failure is not None:
         raise failure

@@ -73,6 +73,7 @@ from hub.models import (
     utcnow,
 )
 from hub.plugins import get_plugin_manager
+from hub.scheduling import interval_for
 
 log = logging.getLogger("channelhub.flows.orders")
 
@@ -101,9 +102,10 @@ def run_orders(ctx: FlowContext) -> None:
         since = cursors.read_time(session, account.id, STREAM, overlap=PULL_OVERLAP)
         channel = open_channel(account)
         account_id, organisation_id = account.id, account.organisation_id
+        pulls = ctx.pull_is_due(interval_for(account, ctx.flow))
     targeted = [str(order_id) for order_id in ctx.params.get("order_ids") or []]
-    if ctx.is_continuation:
-        batch = StoredBatch()  # routing what the yielding run left; its pull moved the cursor already
+    if not pulls:
+        batch = StoredBatch()  # a prompt continuation routes what the yielding run left; its pull moved the cursor
     else:
         pulled = pull(ctx, channel, since, targeted)
         # A webhook's targeted pull says nothing about orders it did not name: the cursor stays put.
