@@ -409,8 +409,13 @@ class IconicChannel(Channel):
     # -- orders -----------------------------------------------------------------------------
 
     def pull_orders(self, since: datetime | None = None) -> Iterator[Order]:
-        """Orders changed since the cursor, less an overlap window; each order once."""
-        params: list[tuple[str, Any]] = [("sort", "updatedAt"), ("sortDir", "asc")]
+        """Orders changed since the cursor, less an overlap window; each order once.
+
+        Filtered by update time but paged in order of creation: an order updated while the pages are
+        read keeps its place, where sorted by update time it would jump to the end and shift every
+        later order back by one, so that the next page skipped one (found only by the next pull).
+        """
+        params: list[tuple[str, Any]] = [("sort", "createdAt"), ("sortDir", "asc")]
         if since is not None:
             overlap = timedelta(minutes=int(self._setting("order_overlap_minutes")))
             params.append(("updateDateStart", (since - overlap).isoformat()))

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 
 from hub.channel import WebhookRequest
@@ -294,6 +295,29 @@ def test_item_ids_of_another_order_are_refused_before_sending(channel, sandbox, 
     result = channel.send_fulfilment(first, foreign)
     assert not result.ok and "not part of order" in result.message
     assert status_calls(sandbox) == 0
+
+
+def test_an_order_updated_while_the_pages_are_read_moves_no_other_order_off_its_page(
+        make_channel, sandbox, control, listed, fake):
+    product(sandbox, listed[0].sku)["quantity"] = 1000
+    placed = []
+    for _ in range(150):  # two pages of 100
+        placed.append(place_order(control, (listed[0].sku, 1)))
+        fake.advance(1)
+    touched = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        answer = sandbox(environ, start_response)
+        if environ["PATH_INFO"] == "/v2/orders" and not touched:  # the first page is read: a customer cancels
+            touched.append(placed[10]["id"])
+            fake.advance(1)
+            sandbox.state.touch(items_of_order(sandbox, placed[10]["id"]), "canceled")
+        return answer
+
+    channel = make_channel(transport=httpx.WSGITransport(app=app))
+    pulled = [order.channel_order_id for order in channel.pull_orders(datetime.fromtimestamp(fake.start, timezone.utc))]
+
+    assert touched and sorted(pulled) == sorted(str(order["id"]) for order in placed)
 
 
 def _one_unit_orders(channel: Any, sandbox: Any, control: Any, sku: str, count: int) -> list[Any]:
