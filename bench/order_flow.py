@@ -15,8 +15,8 @@ For every combination of mode (``embedded``: hub.embedded.EmbeddedRuntime thread
    by the catalog flow; The Iconic sandbox shows the labelled SKUs as listed. Listings, stock and
    the reconciler are off; ``orders`` and ``fulfilment`` run every ``--interval`` seconds;
 2. ``--orders`` orders are placed through The Iconic sandboxes' control API as fast as one thread
-   can (round-robin over the accounts); a dispatcher thread dispatches every order that reaches
-   Starshipit at once (``/_control/dispatch``: label + tracking);
+   can (round-robin over the accounts); a dispatcher process (the warehouses) dispatches every order
+   that reaches Starshipit at once (``/_control/dispatch``: label + tracking);
 3. the bench waits until every order's tracking is written back to The Iconic, and reads the stage
    times from the database: Order.created_at (imported), the DESTINATION_ORDER binding (in
    Shopify), the FULFILMENT_ORDER binding (in Starshipit) and the FULFILMENT_SENT binding (tracking
@@ -29,9 +29,10 @@ For every combination of mode (``embedded``: hub.embedded.EmbeddedRuntime thread
 Throughput = orders / (last tracking written back - first placement). Everything runs on one
 machine (this process, the sandboxes, PostgreSQL, Redis and the workers share its cores), so the
 bench also prints the CPU seconds per 1,000 orders each of them used over the same window (fleet:
-the worker pool with its workers (and their work horses with `--fork`); embedded: this process, placing and dispatching
-included): where the CPU went. On a shared host it varies too (the sandboxes' figure, whose code
-does not change, shows how busy the host was), so compare runs of one session.
+the worker pool with its workers (and their work horses with `--fork`); embedded: this process,
+placing included; the warehouses' dispatching runs in a process of its own): where the CPU went.
+On a shared host it varies too (the sandboxes' figure, whose code does not change, shows how busy
+the host was), so compare runs of one session.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import multiprocessing
 import os
 import random
 import signal
@@ -267,40 +269,60 @@ class Shoppers:
 
 
 class Dispatcher:
-    """The warehouses: dispatch every order that reached a brand's Starshipit, at once."""
+    """The warehouses: dispatch every order that reached a brand's Starshipit, at once.
+
+    A child process of its own, as the warehouses are not the hub's: in a thread of the bench it
+    took the embedded hub's interpreter lock, whose workers are threads of the same process. Forked
+    before the hub's threads start (``start`` before the runtime), like the sandboxes' processes."""
 
     def __init__(self, brands: list[Brand], poll: float = 0.2) -> None:
-        import httpx
-
-        self.brands, self.poll = brands, poll
-        self.client = httpx.Client(timeout=30)
-        self.dispatched: dict[str, float] = {}
+        context = multiprocessing.get_context("fork")
+        self._conn, child = context.Pipe()
+        urls = [brand.url("starshipit") for brand in brands]
+        self._process = context.Process(target=_dispatch_loop, args=(child, urls, poll), daemon=True,
+                                        name="bench-dispatcher")
+        self.dispatched: dict[str, float] = {}  # order number -> time.time() of its dispatch, as last read
         self.errors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="bench-dispatcher", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        self._process.start()
+
+    def read(self) -> dict[str, float]:
+        """The dispatch times so far (the child keeps dispatching)."""
+        self._conn.send("read")
+        self.dispatched, self.errors = self._conn.recv()
+        return self.dispatched
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
-        self.client.close()
+        if self._process.is_alive():
+            self._conn.send("stop")
+            self.dispatched, self.errors = self._conn.recv()
+        self._process.join(30)
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.poll):
-            for brand in self.brands:
+
+def _dispatch_loop(conn: Any, urls: list[str], poll: float) -> None:
+    import httpx
+
+    dispatched: dict[str, float] = {}
+    errors = 0
+    with httpx.Client(timeout=30) as client:
+        while True:
+            if conn.poll(poll):
+                command = conn.recv()
+                conn.send((dict(dispatched), errors))
+                if command == "stop":
+                    return
+                continue
+            for url in urls:
                 try:
-                    url = brand.url("starshipit")
-                    waiting = self.client.get(f"{url}/_control/orders", params={"status": "Unshipped,Saved"})
+                    waiting = client.get(f"{url}/_control/orders", params={"status": "Unshipped,Saved"})
                     for order in waiting.json():
-                        if order["order_number"] in self.dispatched:
+                        if order["order_number"] in dispatched:
                             continue
-                        self.client.post(f"{url}/_control/dispatch",
-                                         json={"order_id": order["order_id"]}).raise_for_status()
-                        self.dispatched[order["order_number"]] = time.time()
+                        client.post(f"{url}/_control/dispatch", json={"order_id": order["order_id"]}).raise_for_status()
+                        dispatched[order["order_number"]] = time.time()
                 except Exception:  # noqa: BLE001 - counted, tried again on the next beat
-                    self.errors += 1
+                    errors += 1
 
 
 # -- the runtimes -------------------------------------------------------------------------------------------
@@ -310,7 +332,7 @@ class CpuMeter:
     """CPU the hub, the sandboxes and PostgreSQL use between ``start`` and ``per_thousand``:
     throughput on a shared 2-core machine depends on it. The fleet's hub is the worker pool's
     process tree (work horses included, with --fork); the embedded hub is this process, so its figure
-    includes placing and dispatching."""
+    includes placing the orders (the warehouses' dispatching is a process of its own)."""
 
     def __init__(self, runtime: Any, brands: list[Brand]) -> None:
         self.runtime, self.brands = runtime, brands
@@ -593,10 +615,10 @@ def bench_config(args: argparse.Namespace, mode: str, latency_ms: int, accounts:
                 set_up_brand(hub, brand, args.interval, args.iconic_rate, args.in_flight)
             set_latency(brands, latency_ms / 1000)
 
+            dispatcher = Dispatcher(brands)
+            dispatcher.start()  # forked before the runtime's threads exist
             runtime = Embedded(db, workers, args.tick) if mode == "embedded" else \
                 Fleet(db, url, workers, args.tick, key, Path(folder))
-            dispatcher = Dispatcher(brands)
-            dispatcher.start()
             shoppers = Shoppers(brands)
             meter = CpuMeter(runtime, brands)
 
@@ -617,6 +639,7 @@ def bench_config(args: argparse.Namespace, mode: str, latency_ms: int, accounts:
                 time.sleep(0.25)
             figures.cpu = meter.per_thousand(len(numbers))
             stamps = stage_times(db, numbers)
+            dispatcher.read()
             written = [s["written_back"] for s in stamps.values() if "written_back" in s]
             figures.done = len(written)
             figures.seconds = (max(written) - min(shoppers.placed.values())) if written else float("nan")
