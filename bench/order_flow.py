@@ -14,9 +14,9 @@ For every combination of mode (``embedded``: hub.embedded.EmbeddedRuntime thread
    a brand's orders then push no stock to the other brands' accounts. The catalogue is imported
    by the catalog flow; The Iconic sandbox shows the labelled SKUs as listed. Listings, stock and
    the reconciler are off; ``orders`` and ``fulfilment`` run every ``--interval`` seconds;
-2. ``--orders`` orders are placed through The Iconic sandboxes' control API as fast as one thread
-   can (round-robin over the accounts); a dispatcher process (the warehouses) dispatches every order
-   that reaches Starshipit at once (``/_control/dispatch``: label + tracking);
+2. ``--orders`` orders are placed through The Iconic sandboxes' control API as fast as one client
+   process can (round-robin over the accounts); a dispatcher process (the warehouses) dispatches
+   every order that reaches Starshipit at once (``/_control/dispatch``: label + tracking);
 3. the bench waits until every order's tracking is written back to The Iconic, and reads the stage
    times from the database: Order.created_at (imported), the DESTINATION_ORDER binding (in
    Shopify), the FULFILMENT_ORDER binding (in Starshipit) and the FULFILMENT_SENT binding (tracking
@@ -29,10 +29,10 @@ For every combination of mode (``embedded``: hub.embedded.EmbeddedRuntime thread
 Throughput = orders / (last tracking written back - first placement). Everything runs on one
 machine (this process, the sandboxes, PostgreSQL, Redis and the workers share its cores), so the
 bench also prints the CPU seconds per 1,000 orders each of them used over the same window (fleet:
-the worker pool with its workers (and their work horses with `--fork`); embedded: this process,
-placing included; the warehouses' dispatching runs in a process of its own): where the CPU went.
-On a shared host it varies too (the sandboxes' figure, whose code does not change, shows how busy
-the host was), so compare runs of one session.
+the worker pool with its workers (and their work horses with `--fork`); embedded: this process;
+the customers placing orders and the warehouses dispatching them are processes of their own):
+where the CPU went. On a shared host it varies too (the sandboxes' figure, whose code does not
+change, shows how busy the host was), so compare runs of one session.
 """
 
 from __future__ import annotations
@@ -268,6 +268,47 @@ class Shoppers:
         self.client.close()
 
 
+class Burst:
+    """The burst's customers place their orders from a process of their own, forked (``start``)
+    before the hub's threads exist: from a thread of the bench, 1,000 placements took the embedded
+    hub's interpreter lock, and the burst came slower the more worker threads there were."""
+
+    def __init__(self, shoppers: Shoppers) -> None:
+        context = multiprocessing.get_context("fork")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_place_on_command, args=(child, shoppers), daemon=True,
+                                        name="bench-shoppers")
+        self.shoppers = shoppers
+
+    def start(self) -> None:
+        self._process.start()
+
+    def place(self, count: int) -> None:
+        """``count`` orders round-robin over the brands; the shoppers learn when each was placed."""
+        self._conn.send(count)
+        placed, ids, error = self._conn.recv()
+        self.shoppers.placed.update(placed)
+        self.shoppers.ids.update(ids)
+        if error:
+            raise RuntimeError(f"placing the burst failed: {error}")
+
+    def stop(self) -> None:
+        if self._process.is_alive():
+            self._conn.send(None)
+        self._process.join(10)
+
+
+def _place_on_command(conn: Any, shoppers: Shoppers) -> None:
+    while (count := conn.recv()) is not None:
+        error = ""
+        try:
+            for number in range(count):
+                shoppers.place(shoppers.brands[number % len(shoppers.brands)])
+        except Exception as exc:  # noqa: BLE001 - reported to the bench, which stops
+            error = repr(exc)
+        conn.send((dict(shoppers.placed), dict(shoppers.ids), error))
+
+
 class Dispatcher:
     """The warehouses: dispatch every order that reached a brand's Starshipit, at once.
 
@@ -331,8 +372,8 @@ def _dispatch_loop(conn: Any, urls: list[str], poll: float) -> None:
 class CpuMeter:
     """CPU the hub, the sandboxes and PostgreSQL use between ``start`` and ``per_thousand``:
     throughput on a shared 2-core machine depends on it. The fleet's hub is the worker pool's
-    process tree (work horses included, with --fork); the embedded hub is this process, so its figure
-    includes placing the orders (the warehouses' dispatching is a process of its own)."""
+    process tree (work horses included, with --fork); the embedded hub is this process (the customers'
+    placing and the warehouses' dispatching are processes of their own, as they are no part of the hub)."""
 
     def __init__(self, runtime: Any, brands: list[Brand]) -> None:
         self.runtime, self.brands = runtime, brands
@@ -617,16 +658,20 @@ def bench_config(args: argparse.Namespace, mode: str, latency_ms: int, accounts:
 
             dispatcher = Dispatcher(brands)
             dispatcher.start()  # forked before the runtime's threads exist
+            shoppers = Shoppers(brands)
+            burst = Burst(shoppers)
+            burst.start()  # likewise
             runtime = Embedded(db, workers, args.tick) if mode == "embedded" else \
                 Fleet(db, url, workers, args.tick, key, Path(folder))
-            shoppers = Shoppers(brands)
             meter = CpuMeter(runtime, brands)
 
             # -- throughput: a burst of orders spread round-robin over the accounts
             meter.start()
             started = time.time()
-            for number in range(args.orders):
-                shoppers.place(brands[number % accounts])
+            try:
+                burst.place(args.orders)
+            finally:
+                burst.stop()
             placing = time.time() - started
             numbers = list(shoppers.placed)
             print(f"[{figures.label}] placed {len(numbers)} orders in {placing:.1f}s", flush=True)
