@@ -300,9 +300,8 @@ class FleetRuntime:
         elif status == JobStatus.STARTED:
             # The run is still pending: a live worker marks it running moments after RQ starts its
             # job, so a start older than the grace lost its worker in between (RQ would only give up
-            # on the job once its timeout passes). Held or not, it is stranded.
-            since = job.started_at
-            held = False
+            # on the job once its timeout passes), whether or not a started registry still lists it.
+            return job.started_at is not None and now - aware(job.started_at) > grace
         else:
             return False
         return not held and since is not None and now - aware(since) > grace
