@@ -637,6 +637,7 @@ def bench_config(args: argparse.Namespace, mode: str, latency_ms: int, accounts:
     runtime: Any = None
     dispatcher: Dispatcher | None = None
     shoppers: Shoppers | None = None
+    burst: Burst | None = None
     with tempfile.TemporaryDirectory() as folder, bench_database("postgresql", Path(folder)) as db:
         try:
             url = db.engine.url.render_as_string(hide_password=False)
@@ -668,10 +669,8 @@ def bench_config(args: argparse.Namespace, mode: str, latency_ms: int, accounts:
             # -- throughput: a burst of orders spread round-robin over the accounts
             meter.start()
             started = time.time()
-            try:
-                burst.place(args.orders)
-            finally:
-                burst.stop()
+            burst.place(args.orders)
+            burst.stop()
             placing = time.time() - started
             numbers = list(shoppers.placed)
             print(f"[{figures.label}] placed {len(numbers)} orders in {placing:.1f}s", flush=True)
@@ -735,6 +734,8 @@ def bench_config(args: argparse.Namespace, mode: str, latency_ms: int, accounts:
                 print(f"[{figures.label}] webhook import of {len(waits)} orders at {args.webhook_rate:g}/s: p50 "
                       f"{figures.webhook[1]:.2f}s p95 {figures.webhook[2]:.2f}s max {figures.webhook[3]:.2f}s", flush=True)
         finally:
+            if burst is not None:
+                burst.stop()  # also when the bench failed before the burst was placed
             if dispatcher is not None:
                 dispatcher.stop()
                 if dispatcher.errors:
