@@ -66,3 +66,42 @@ def test_the_first_failure_in_input_order_is_the_one_raised() -> None:
     with pytest.raises(KeyError) as raised:
         map_limited(call, [0, 1], 2)
     assert raised.value.args == (0,)
+
+
+def test_a_callers_threads_are_kept_between_calls_and_stay_within_the_limit() -> None:
+    gauge = InFlight()
+
+    def call(n: int) -> str:
+        with gauge:
+            time.sleep(0.01)
+            return threading.current_thread().name
+
+    first = set(map_limited(call, range(6), 3, name="kept"))
+    second = set(map_limited(call, range(6), 3, name="kept"))
+    assert first == second and len(first) == 3  # the same three threads, no new ones
+    assert gauge.most == 3
+    assert len(set(map_limited(call, range(6), 2, name="kept"))) == 2  # a smaller limit is still a limit
+
+
+def test_another_threads_calls_get_threads_of_their_own() -> None:
+    def call(n: int) -> threading.Thread:
+        time.sleep(0.01)
+        return threading.current_thread()
+
+    mine = set(map_limited(call, range(4), 2, name="own"))
+    theirs: set[threading.Thread] = set()
+    other = threading.Thread(target=lambda: theirs.update(map_limited(call, range(4), 2, name="own")))
+    other.start()
+    other.join(timeout=10)
+    assert len(theirs) == 2 and not mine & theirs
+
+
+def test_a_call_nested_in_a_pooled_call_does_not_wait_for_its_callers_pool() -> None:
+    def inner(n: int) -> int:
+        time.sleep(0.01)
+        return n
+
+    def outer(n: int) -> list[int]:
+        return map_limited(inner, range(n, n + 3), 2, name="nest")
+
+    assert map_limited(outer, [0, 10], 2, name="nest") == [[0, 1, 2], [10, 11, 12]]
