@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 
 import httpx
+import orjson
 
 from hub import __version__
 from hub.errors import (
@@ -320,6 +321,15 @@ def _seconds_until(http_date: str, now: float) -> float | None:
 
 
 # --- Status mapping -------------------------------------------------------------------------------
+
+
+def response_json(response: httpx.Response) -> Any:
+    """The response's body parsed as JSON; ``ValueError`` (a ``json.JSONDecodeError``) when it is not.
+
+    orjson rather than the standard library: parsing the channels' answers (order pages, shipment
+    lists) was a twentieth of a busy worker's CPU, and orjson does it in a fraction of the time.
+    """
+    return orjson.loads(response.content)
 
 
 def raise_for_status(

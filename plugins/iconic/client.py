@@ -24,6 +24,7 @@ import httpx
 
 from hub.channel import ChannelServices, Limits
 from hub.errors import AuthError, ContractError, RateLimited, RejectedItem, TransientError
+from hub.http import response_json
 from hub.parallel import map_limited
 from hub.tokens import TOKENS
 
@@ -151,7 +152,7 @@ class IconicClient:
         if response.status_code == 204 or not response.content:
             return None
         try:
-            return response.json()
+            return response_json(response)
         except ValueError:
             # A truncated or non-JSON answer (gateway page, cut connection): trying again may help.
             raise TransientError(f"The Iconic answered {path} with a body that is not JSON",

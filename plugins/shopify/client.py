@@ -30,7 +30,7 @@ import httpx
 
 from hub.channel import ChannelServices, Limits
 from hub.errors import AuthError, ContractError, RateLimited, RejectedItem, TransientError
-from hub.http import RetryPolicy
+from hub.http import RetryPolicy, response_json
 
 API_VERSION = "2026-07"
 GRAPHQL_PATH = f"/admin/api/{API_VERSION}/graphql.json"
@@ -374,7 +374,7 @@ def nodes_of(connection: Any, where: str) -> list[dict[str, Any]]:
 
 def _json(response: httpx.Response) -> Any:
     try:
-        return response.json()
+        return response_json(response)
     except ValueError:
         return None
 

@@ -18,6 +18,7 @@ import httpx
 
 from hub.channel import ChannelServices, Limits
 from hub.errors import AuthError, ContractError, RejectedItem
+from hub.http import response_json
 
 BASE_URL = "https://api.starshipit.com"
 TIER_RATES: dict[str, float] = {"developer": 2.0, "production": 20.0}
@@ -155,7 +156,7 @@ class StarshipitClient:
 
 def _parse(response: httpx.Response) -> dict[str, Any]:
     try:
-        payload = response.json()
+        payload = response_json(response)
     except (json.JSONDecodeError, UnicodeDecodeError):
         if response.status_code >= 400:
             return {"errors": [{"message": response.text[:200]}]}

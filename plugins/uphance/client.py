@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from hub.errors import AuthError, ContractError, RejectedItem, TransientError
+from hub.http import response_json
 from hub.tokens import TOKENS
 
 DEFAULT_BASE_URL = "https://api.uphance.com"
@@ -194,7 +195,7 @@ class UphanceClient:
         if response.status_code >= 400:
             self._raise(response, what)
         try:
-            body = response.json()
+            body = response_json(response)
         except ValueError:
             # A cut-off body is a transport failure; the call (or the job) may be replayed safely.
             raise TransientError(f"{what}: Uphance answered {response.status_code} with a body that is not JSON",
@@ -271,7 +272,7 @@ def _expiry(token: dict[str, Any], now: float) -> float:
 
 def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
     try:
-        body = response.json()
+        body = response_json(response)
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
