@@ -32,6 +32,7 @@ from hub.records import Fulfilment, ItemResult, Listing, Order
 
 from plugins.iconic import mapping
 from plugins.iconic.client import LIVE_URL, STAGING_URL, IconicClient, items_of
+from plugins.iconic.remembered import REMEMBERED
 
 DELIVERY_TYPES = ("dropship", "pickup", "send_to_warehouse")
 # Reads of one orders pull in flight at once: the pages after the first, and the order-items look-ups
@@ -429,9 +430,16 @@ class IconicChannel(Channel):
     def _orders(self, params: list[tuple[str, Any]]) -> Iterator[Order]:
         # Offset pages drift while orders change; keyed by id, a repeated order counts once.
         orders = {order["id"]: order for order in self.client.paged("/v2/orders", params, in_flight=READS_IN_FLIGHT)}
-        items = self._items_of(orders)
+        # A re-read order exactly as last seen is the record mapped then: no items fetch, no mapping.
+        login = (self.base_url(), str(self.credentials.get("application_id", "")))
+        known = {order_id: REMEMBERED.get(self.services.transport, login, order) for order_id, order in orders.items()}
+        items = self._items_of({order_id: order for order_id, order in orders.items() if known[order_id] is None})
         for order_id, order in orders.items():
-            yield mapping.order_from_remote(order, items.get(order_id, []))
+            record = known[order_id]
+            if record is None:
+                record = mapping.order_from_remote(order, items.get(order_id, []))
+                REMEMBERED.put(self.services.transport, login, order, record)
+            yield record
 
     def _items_of(self, orders: dict[Any, dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:
         """Order items per order id: embedded when The Iconic sends them, else fetched in batches."""

@@ -509,6 +509,46 @@ def test_a_long_orders_pull_reads_pages_and_item_look_ups_several_at_a_time(chan
     assert lookups.most == READS_IN_FLIGHT == 4
 
 
+def test_a_re_read_order_exactly_as_before_is_handed_out_again_without_fetching_its_items(
+        make_channel, sandbox, control, listed):
+    channel = make_channel()
+    placed = [place_order(control, (listed[0].sku, 1)) for _ in range(3)]
+    first = {o.channel_order_id: o for o in channel.pull_orders(None)}
+    assert calls(sandbox, "GET", "/v2/order-items") == 1
+    again = {o.channel_order_id: o for o in channel.pull_orders(None)}
+    assert calls(sandbox, "GET", "/v2/orders") == 2 and calls(sandbox, "GET", "/v2/order-items") == 1
+    assert all(again[key] is first[key] for key in first)  # the records mapped the first time
+
+    # A cancelled item changes the order's updatedAt and statusList: that order alone is read again.
+    control.post(f"/_control/orders/{placed[1]['id']}/cancel", json={"orderItemIds": placed[1]["orderItemIds"]})
+    changed = {o.channel_order_id: o for o in channel.pull_orders(None)}
+    assert calls(sandbox, "GET", "/v2/order-items") == 2
+    assert changed[str(placed[1]["id"])].status == "cancelled"
+    assert changed[str(placed[0]["id"])] is first[str(placed[0]["id"])]
+
+    # Another sandbox (a test's own transport) never gets this one's records.
+    elsewhere = make_channel()
+    assert {o.channel_order_id for o in elsewhere.pull_orders(None)} == set(first)
+    assert calls(sandbox, "GET", "/v2/order-items") == 3
+
+
+def test_remembered_orders_forget_the_least_recently_pulled_past_their_size():
+    from plugins.iconic.remembered import RememberedOrders
+
+    remembered = RememberedOrders(size=2)
+    login = ("https://iconic.test", "app")
+    orders = [{"id": n, "updatedAt": "2026-11-27T10:00:00+00:00"} for n in (1, 2, 3)]
+    records = [object() for _ in orders]  # stand-ins for mapped records: the cache never looks inside
+    remembered.put(None, login, orders[0], records[0])  # type: ignore[arg-type]
+    remembered.put(None, login, orders[1], records[1])  # type: ignore[arg-type]
+    assert remembered.get(None, login, orders[0]) is records[0]  # 1 is now the most recent
+    remembered.put(None, login, orders[2], records[2])  # type: ignore[arg-type]
+    assert remembered.get(None, login, orders[1]) is None  # 2 was the least recent
+    assert remembered.get(None, login, orders[0]) is records[0] and remembered.get(None, login, orders[2]) is records[2]
+    assert remembered.get(None, login, {**orders[0], "updatedAt": "2026-11-27T10:05:00+00:00"}) is None
+    assert remembered.get(None, ("https://iconic.test", "other app"), orders[0]) is None
+
+
 def test_embedded_items_need_no_second_call(channel, sandbox, control, listed):
     sandbox.state.settings.embed_order_items = True
     place_order(control, (listed[0].sku, 2))
