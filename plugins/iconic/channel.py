@@ -133,6 +133,10 @@ class IconicChannel(Channel):
             raise ConfigurationError("an Iconic sandbox account needs the sandbox's base URL")
         return LIVE_URL
 
+    def _login(self) -> tuple[str, str]:
+        """Who the account is at The Iconic (what ``plugins.iconic.remembered`` keys its memory by)."""
+        return self.base_url(), str(self.credentials.get("application_id", ""))
+
     def _webhook_secret(self) -> str | None:
         """The secret webhook URLs must carry: from the encrypted credentials; from the settings only
         for an account saved before it moved there (plain JSON: enter it under Credentials)."""
@@ -420,18 +424,24 @@ class IconicChannel(Channel):
         if since is not None:
             overlap = timedelta(minutes=int(self._setting("order_overlap_minutes")))
             params.append(("updateDateStart", (since - overlap).isoformat()))
-        yield from self._orders(params)
+        login = self._login()
+        count = 0
+        # The window moves on a little each poll: as many pages as last time are read at once.
+        for count, order in enumerate(self._orders(params, expect=REMEMBERED.window(self.services.transport, login)), 1):
+            yield order
+        REMEMBERED.set_window(self.services.transport, login, count)
 
     def pull_orders_by_id(self, order_ids: Iterable[str]) -> Iterator[Order]:
         """The orders a webhook named (WebhookAction params ``order_ids``)."""
         for chunk in _chunks(list(dict.fromkeys(str(i) for i in order_ids)), ORDER_IDS_PER_CALL):
             yield from self._orders([("orderIds[]", order_id) for order_id in chunk])
 
-    def _orders(self, params: list[tuple[str, Any]]) -> Iterator[Order]:
+    def _orders(self, params: list[tuple[str, Any]], expect: int | None = None) -> Iterator[Order]:
         # Offset pages drift while orders change; keyed by id, a repeated order counts once.
-        orders = {order["id"]: order for order in self.client.paged("/v2/orders", params, in_flight=READS_IN_FLIGHT)}
+        orders = {order["id"]: order for order in self.client.paged("/v2/orders", params, in_flight=READS_IN_FLIGHT,
+                                                                    expect=expect)}
         # A re-read order exactly as last seen is the record mapped then: no items fetch, no mapping.
-        login = (self.base_url(), str(self.credentials.get("application_id", "")))
+        login = self._login()
         known = {order_id: REMEMBERED.get(self.services.transport, login, order) for order_id, order in orders.items()}
         items = self._items_of({order_id: order for order_id, order in orders.items() if known[order_id] is None})
         for order_id, order in orders.items():

@@ -111,14 +111,19 @@ class IconicClient:
         return self.call("PUT", path, params=params, json_body=body)
 
     def paged(self, path: str, params: Params | None = None, *, page_size: int | None = None,
-              in_flight: int = 1) -> Iterator[Any]:
+              in_flight: int = 1, expect: int | None = None) -> Iterator[Any]:
         """Yield every item of a ``{items, pagination}`` list, page by page to the end.
 
         With ``in_flight`` above 1, once the first page is full and gives a ``totalCount``, the pages
-        up to that count are read that many at a time (the account's pace still holds). From the
-        first page that comes back short (the list ended, or the server shortened it) the rest is
-        read one page at a time, and so is a list that grew meanwhile. A failing page raises;
-        callers never see a partial enumeration as complete.
+        up to that count are read that many at a time (the account's pace still holds). ``expect``
+        (how long the list was last time, when the caller knows) lets the pages it covers be read at
+        once from the start, without waiting for the first page to tell the count: a list read
+        again and again, such as an orders window, then costs one round trip less each time; when
+        the list has shrunk, the pages past its new end come back empty (at most ``in_flight`` - 1
+        requests spent). From the first page that comes back short
+        (the list ended, or the server shortened it) the rest is read one page at a time, and so is a
+        list that grew meanwhile. A failing page raises; callers never see a partial enumeration as
+        complete.
         """
         limit = page_size or self.page_size
         base = list(params.items()) if isinstance(params, Mapping) else list(params or [])
@@ -126,17 +131,23 @@ class IconicClient:
         def page(offset: int) -> Any:
             return self.get(path, [*base, ("limit", limit), ("offset", offset)])
 
-        items, more, total = _page_of(page(0), path, 0)
-        yield from items
-        offset = len(items)
-        if in_flight > 1 and total is not None and len(items) == limit < total:
-            offsets = list(range(limit, total, limit))
+        def read(offsets: list[int]) -> Iterator[tuple[int, list[Any], Any, int | None]]:
             for start, body in zip(offsets, map_limited(page, offsets, in_flight, name="iconic-pages")):
-                items, more, _ = _page_of(body, path, start)
+                yield (start, *_page_of(body, path, start))
+
+        ahead = min(in_flight, -(-expect // limit)) if in_flight > 1 and expect else 1
+        offset, items, more, total = 0, [], None, None
+        for start, items, more, total in read(list(range(0, ahead * limit, limit))):
+            yield from items
+            offset = start + len(items)
+            if len(items) < limit:
+                break  # the pages after this one were read at offsets that may no longer hold
+        if in_flight > 1 and total is not None and len(items) == limit and offset < total:
+            for start, items, more, _ in read(list(range(offset, total, limit))):
                 yield from items
                 offset = start + len(items)
                 if len(items) < limit:
-                    break  # the pages after this one were read at offsets that may no longer hold
+                    break
         while items and more(offset):
             items, more, _ = _page_of(page(offset), path, offset)
             yield from items

@@ -11,6 +11,9 @@ already has: the record mapped from it then is handed out again, and its items a
 Anything different, in any field, is fetched and mapped afresh. The records handed out are shared,
 so nothing may change them (the hub never changes a pulled record).
 
+How many orders the last scheduled pull read is kept too: the next pull reads that many pages at
+once instead of waiting for the first page to give the count (``IconicClient.paged(expect=)``).
+
 Kept per seller login (base URL and application id) and, for a test's injected transport, per
 transport object (forgotten with it), like ``hub.tokens``; at most ``size`` orders in a process,
 the least recently pulled forgotten first.
@@ -29,37 +32,52 @@ from hub.records import Order
 REMEMBERED_ORDERS = 5_000  # about 12 kB each (an order of three items): 60 MB at most, a few busy accounts' windows
 
 
+class _Memory:
+    def __init__(self) -> None:
+        self.orders: OrderedDict[Hashable, tuple[dict[str, Any], Order]] = OrderedDict()
+        self.counts: dict[Hashable, int] = {}  # login -> how many orders its last window held
+
+
 class RememberedOrders:
     def __init__(self, size: int = REMEMBERED_ORDERS) -> None:
         self.size = size
         self._lock = threading.Lock()
-        self._network: OrderedDict[Hashable, tuple[dict[str, Any], Order]] = OrderedDict()
-        self._by_transport: weakref.WeakKeyDictionary[Any, OrderedDict[Hashable, tuple[dict[str, Any], Order]]] = (
-            weakref.WeakKeyDictionary())
+        self._network = _Memory()
+        self._by_transport: weakref.WeakKeyDictionary[Any, _Memory] = weakref.WeakKeyDictionary()
 
     def get(self, transport: Any, login: Hashable, order: dict[str, Any]) -> Order | None:
         """The record mapped from exactly this order before, or None."""
         key = (login, order.get("id"))
         with self._lock:
-            table = self._table(transport)
-            held = table.get(key)
+            orders = self._memory(transport).orders
+            held = orders.get(key)
             if held is None or held[0] != order:
                 return None
-            table.move_to_end(key)
+            orders.move_to_end(key)
             return held[1]
 
     def put(self, transport: Any, login: Hashable, order: dict[str, Any], record: Order) -> None:
+        key = (login, order.get("id"))
         with self._lock:
-            table = self._table(transport)
-            table[(login, order.get("id"))] = (order, record)
-            table.move_to_end((login, order.get("id")))
-            while len(table) > self.size:
-                table.popitem(last=False)
+            orders = self._memory(transport).orders
+            orders[key] = (order, record)
+            orders.move_to_end(key)
+            while len(orders) > self.size:
+                orders.popitem(last=False)
 
-    def _table(self, transport: Any) -> OrderedDict[Hashable, tuple[dict[str, Any], Order]]:
+    def window(self, transport: Any, login: Hashable) -> int | None:
+        """How many orders the login's last scheduled pull read (its next is likely about as long)."""
+        with self._lock:
+            return self._memory(transport).counts.get(login)
+
+    def set_window(self, transport: Any, login: Hashable, count: int) -> None:
+        with self._lock:
+            self._memory(transport).counts[login] = count
+
+    def _memory(self, transport: Any) -> _Memory:
         if transport is None:
             return self._network
-        return self._by_transport.setdefault(transport, OrderedDict())
+        return self._by_transport.setdefault(transport, _Memory())
 
 
 REMEMBERED = RememberedOrders()

@@ -532,6 +532,20 @@ def test_a_re_read_order_exactly_as_before_is_handed_out_again_without_fetching_
     assert calls(sandbox, "GET", "/v2/order-items") == 3
 
 
+def test_the_next_pull_reads_as_many_pages_at_once_as_the_last_window_held(make_channel, sandbox, control, listed,
+                                                                          monkeypatch):
+    product(sandbox, listed[0].sku)["quantity"] = 1000
+    for _ in range(250):
+        place_order(control, (listed[0].sku, 1))
+    channel = make_channel()
+    assert len(list(channel.pull_orders(None))) == 250  # first page alone (it gives the count), then two at once
+    pages = InFlight()
+    monkeypatch.setattr(sandbox, "app", pages.around(sandbox.app, only="/v2/orders", until=3))  # no page alone
+    place_order(control, (listed[0].sku, 1))
+    assert len(list(channel.pull_orders(None))) == 251
+    assert pages.most == 3 and calls(sandbox, "GET", "/v2/orders") == 3 + 3
+
+
 def test_remembered_orders_forget_the_least_recently_pulled_past_their_size():
     from plugins.iconic.remembered import RememberedOrders
 

@@ -161,6 +161,32 @@ def test_reading_pages_at_once_still_reads_each_item_once(channel, monkeypatch, 
     assert len(state["offsets"]) == expected_calls
 
 
+@pytest.mark.parametrize("total,cap,expect,expected_calls", [
+    (230, 100, 230, 3),  # as long as last time: the three pages at once, none wasted
+    (250, 100, 230, 3),  # a little longer, same pages
+    (350, 100, 150, 4),  # much longer: two pages at once, then the rest by the first page's totalCount
+    (230, 100, 400, 4),  # shorter than expected: the page past the end comes back empty
+    (230, 50, 230, 7),   # a server that caps pages: from the first short page, one page after another
+    (0, 100, 230, 3),    # the list emptied
+])
+def test_an_expected_length_reads_its_pages_at_once_and_each_item_once(channel, monkeypatch, total, cap, expect,
+                                                                     expected_calls):
+    get, state = fake_list(total, cap=cap)
+    monkeypatch.setattr(channel.client, "get", get)
+    ids = [item["id"] for item in channel.client.paged("/v2/brands", in_flight=4, expect=expect)]
+    assert ids == list(range(total))
+    assert len(state["offsets"]) == expected_calls
+
+
+def test_pages_of_an_expected_length_are_in_flight_together_from_the_start(channel, sandbox, monkeypatch):
+    gauge = InFlight()
+    monkeypatch.setattr(sandbox, "app", gauge.around(sandbox.app, only="/v2/brands", until=4))  # no lead
+    brands = list(channel.client.paged("/v2/brands", in_flight=4, expect=1200))
+    assert len({b["id"] for b in brands}) == 1200
+    assert gauge.most == 4
+    assert calls(sandbox, "GET", "/v2/brands") == 12
+
+
 def test_a_failing_page_raises_instead_of_ending_the_list(channel, sandbox):
     pages = channel.client.paged("/v2/brands")
     first = [next(pages) for _ in range(100)]
