@@ -43,6 +43,12 @@ def map_limited(call: Callable[[T], R], items: Iterable[T], limit: int, *, name:
     return [future.result() for future in futures]
 
 
+def in_background(call: Callable[[], R], *, name: str) -> Future[R]:
+    """``call()`` in a thread of the caller's own while the caller goes on; the result (or the
+    exception) waits in the future until the caller asks for it."""
+    return _pool(name, 1).submit(call)
+
+
 def _pool(name: str, limit: int) -> ThreadPoolExecutor:
     """The calling thread's own pool of ``limit`` threads for ``name``, kept between calls.
 

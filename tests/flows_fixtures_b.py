@@ -31,6 +31,7 @@ from sqlalchemy import select
 from hub import carrier_maps
 from hub.connections import Connector, set_connector
 from hub.db import Database
+from hub.errors import AuthError
 from hub.hookspecs import hookimpl
 from hub.models import (
     Binding,
@@ -82,7 +83,13 @@ class FullMemoryChannel(MemoryChannel):
         return ItemResult.success(order.order_number)
 
     def pull_cancellations(self, since: datetime | None = None) -> list[OrderRecord]:
-        return [copy.deepcopy(order) for order in extra(self._call("pull_cancellations"))["cancelled_here"]]
+        state = self.remote
+        state.calls["pull_cancellations"] += 1
+        if self.credentials.get("token") == "revoked":
+            raise AuthError("token revoked")
+        if state.fail_cancellations_with is not None:  # not fail_with: see MemoryRemote
+            raise state.fail_cancellations_with
+        return [copy.deepcopy(order) for order in extra(state)["cancelled_here"]]
 
     def receive_return(self, ret: ReturnRecord) -> ItemResult:
         extra(self._call("receive_return"))["returns"].append(copy.deepcopy(ret))

@@ -41,6 +41,9 @@ class MemoryRemote:
     batch_sizes: list[int] = field(default_factory=list)
     reject_skus: dict[str, str] = field(default_factory=dict)  # sku -> message
     fail_with: Exception | None = None  # raised by the next hook call, then cleared
+    # Raised by every pull_cancellations until cleared: the orders flow reads cancellations beside
+    # the marketplace's pull, in another thread, so fail_with (one-shot, "the next call") skips it.
+    fail_cancellations_with: Exception | None = None
     fail_enumeration_after: int | None = None  # list_listings raises after this many items
     carriers: tuple[str, ...] = ("Australia Post", "StarTrack", "Aramex")
     _ids: Any = field(default_factory=lambda: itertools.count(1))

@@ -516,6 +516,50 @@ def test_an_order_cancelled_in_the_destination_is_cancelled_on_the_marketplace(o
     assert len(ordershub.events("order.cancelled")) == 1
 
 
+def test_the_destinations_cancellations_are_read_while_the_marketplace_is_pulled(
+        ordershub: OrdersHub, pushes: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    scene = ordershub.scene(destination_plugin="memory_full")
+    ordershub.seed("TEE-1")
+    ordershub.place(scene.market, "1001", {"TEE-1": 1})
+    asked, overlapped = threading.Event(), []
+    pull_orders, pull_cancellations = MemoryChannel.pull_orders, FullMemoryChannel.pull_cancellations
+
+    def marketplace_pull(self, since=None):  # type: ignore[no-untyped-def]
+        overlapped.append(asked.wait(timeout=2))  # the destination is asked before this pull ends
+        return pull_orders(self, since)
+
+    def destination_read(self, since=None):  # type: ignore[no-untyped-def]
+        asked.set()
+        return pull_cancellations(self, since)
+
+    monkeypatch.setattr(MemoryChannel, "pull_orders", marketplace_pull)
+    monkeypatch.setattr(FullMemoryChannel, "pull_cancellations", destination_read)
+
+    report = ordershub.run(scene.marketplace, "orders")
+
+    assert report.status is RunStatus.OK, report.error
+    assert overlapped == [True]
+    assert report.item("1001").message == "routed to Shopify"
+
+
+def test_a_cancellations_read_that_fails_fails_the_run_after_its_orders_are_routed(
+        ordershub: OrdersHub, pushes: list) -> None:
+    scene = ordershub.scene(destination_plugin="memory_full")
+    ordershub.seed("TEE-1")
+    ordershub.place(scene.market, "1001", {"TEE-1": 1})
+    scene.dest.fail_cancellations_with = TransientError("Shopify answered 503")
+
+    report = ordershub.run(scene.marketplace, "orders")
+
+    assert report.status is RunStatus.FAILED and "Shopify answered 503" in (report.error or "")
+    assert ordershub.the_order(scene.marketplace, "1001").status is OrderStatus.ROUTED  # stored and routed first
+    assert "1001" in scene.dest.created_orders
+    scene.dest.fail_cancellations_with = None
+    extra(scene.dest)["cancelled_here"].append(ordershub.change(scene.market, "1001", status="cancelled"))
+    scene.market.orders["C1001"].status = "new"  # the marketplace has not heard yet
+    assert ordershub.run(scene.marketplace, "orders").item("1001").message == "cancelled in Shopify"  # read again
+
+
 def test_orders_go_to_a_batch_import_in_batches(ordershub: OrdersHub, pushes: list) -> None:
     scene = ordershub.scene(destination_plugin="memory_full")
     ordershub.seed("TEE-1", stock=30)  # enough for all 23: an oversold order would be held (oversell_policy)

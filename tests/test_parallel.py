@@ -105,3 +105,14 @@ def test_a_call_nested_in_a_pooled_call_does_not_wait_for_its_callers_pool() -> 
         return map_limited(inner, range(n, n + 3), 2, name="nest")
 
     assert map_limited(outer, [0, 10], 2, name="nest") == [[0, 1, 2], [10, 11, 12]]
+
+
+def test_in_background_runs_beside_the_caller_and_keeps_the_outcome_for_it() -> None:
+    from hub.parallel import in_background
+
+    gate = threading.Event()
+    future = in_background(lambda: (gate.wait(timeout=5), threading.current_thread())[1], name="beside")
+    gate.set()  # the caller goes on while the call waits for it
+    assert future.result(timeout=5) is not threading.current_thread()
+    failed = in_background(lambda: 1 / 0, name="beside")
+    assert isinstance(failed.exception(timeout=5), ZeroDivisionError)

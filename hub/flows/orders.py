@@ -26,7 +26,8 @@ Top to bottom, for one MARKETPLACE account:
    order reached (``cancel_order``), a return to the destination (``receive_return``), and orders
    cancelled at the destination (``pull_cancellations``) are cancelled on the marketplace. Where a
    channel lacks the hook, an event tells the admin exactly what to do by hand. A webhook run does
-   only the first of these (for the orders it pulled); the scheduled run does the rest.
+   only the first of these (for the orders it pulled); the scheduled run does the rest, reading the
+   destinations' cancellations in another thread while step 1 pulls, and storing them here.
 
 Orders of an account with Fulfilments off are *Third Party Managed*: imported with that status,
 still routed to the destination (the brand sees the sale), never sent to the fulfilment account and
@@ -42,7 +43,8 @@ import dataclasses
 import json
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -62,6 +64,7 @@ from hub.events import emit
 from hub.flows import stock
 from hub.flows.reset import reset_in_progress
 from hub.jobs import FlowContext, register_flow
+from hub.parallel import in_background
 from hub.models import (
     AccountStatus,
     ChannelAccount,
@@ -87,6 +90,7 @@ CANCELLED_LINE = "cancelled"
 RETURNED_LINE = "returned"
 SENT_SHIPMENT = "sent"  # a Fulfilment row the marketplace accepted (hub.flows.fulfilment)
 RETURN_REQUESTED, RETURN_RECEIVED, RETURN_BY_HAND = "requested", "received", "by_hand"  # Return.status
+Cancellations = tuple[int, list[canonical.Order]]  # a destination account's id, the orders it reports cancelled
 
 
 # -- the flow ------------------------------------------------------------------------------------
@@ -104,9 +108,12 @@ def run_orders(ctx: FlowContext) -> None:
         account_id, organisation_id = account.id, account.organisation_id
         pulls = ctx.pull_is_due(interval_for(account, ctx.flow))
     targeted = [str(order_id) for order_id in ctx.params.get("order_ids") or []]
+    cancellations: Future[list[Cancellations]] | None = None
     if not pulls:
         batch = StoredBatch()  # a prompt continuation routes what the yielding run left; its pull moved the cursor
     else:
+        if not targeted:  # read beside the marketplace's pull: one round trip of a quiet poll's three
+            cancellations = in_background(read_destination_cancellations(ctx, account_id), name="destination-cancellations")
         pulled = pull(ctx, channel, since, targeted)
         # A webhook's targeted pull says nothing about orders it did not name: the cursor stays put.
         batch = store_batch(ctx, account_id, pulled, move_cursor=not targeted)
@@ -120,9 +127,12 @@ def run_orders(ctx: FlowContext) -> None:
     # the account's backlog, returns and destination cancellations to the scheduled run.
     route_waiting(ctx, account_id, only=batch.touched if targeted else None)
     follow_cancellations(ctx, account_id, batch.cancelled)  # this pull's: the next pull will not see them
+    if cancellations is not None:
+        store_early_read(ctx, account_id, cancellations)
     if not targeted and not ctx.continues_later:  # a run that yielded leaves these scans to its continuation
         forward_returns(ctx, account_id)
-        pull_destination_cancellations(ctx, account_id)
+        if cancellations is None:
+            pull_destination_cancellations(ctx, account_id)
 
 
 def skip_reason(account: ChannelAccount) -> str | None:
@@ -1132,6 +1142,12 @@ def follow_cancellations(ctx: FlowContext, account_id: int, order_ids: list[int]
 def pull_destination_cancellations(ctx: FlowContext, account_id: int) -> None:
     """Orders cancelled at the destination (``pull_cancellations``, when the channel has it) are
     cancelled here and on the marketplace — unless Third Party Managed (never written back)."""
+    store_destination_cancellations(ctx, account_id, read_destination_cancellations(ctx, account_id)())
+
+
+def read_destination_cancellations(ctx: FlowContext, account_id: int) -> Callable[[], list[Cancellations]]:
+    """The channel reads of ``pull_destination_cancellations``, to run in another thread: the
+    accounts and cursors are looked up now; the call only asks the channels."""
     with ctx.db.session() as session:
         account = session.get(ChannelAccount, account_id)
         assert account is not None
@@ -1142,9 +1158,30 @@ def pull_destination_cancellations(ctx: FlowContext, account_id: int) -> None:
                 continue
             stream = CANCELLATIONS_PREFIX + str(target.id)
             sources.append((target.id, open_channel(target), cursors.read_time(session, account_id, stream, overlap=PULL_OVERLAP)))
-    for target_id, channel, since in sources:
-        cancelled = list(channel.pull_cancellations(since))
-        ctx.add_api_calls(1)
+
+    def read() -> list[Cancellations]:
+        found = []
+        for target_id, channel, since in sources:
+            try:
+                found.append((target_id, list(channel.pull_cancellations(since))))
+            finally:
+                ctx.add_api_calls(1)
+        return found
+
+    return read
+
+
+def store_early_read(ctx: FlowContext, account_id: int, cancellations: Future[list[Cancellations]]) -> None:
+    """What the read begun beside the pull found. A failed read fails the run here, after its orders
+    were stored and routed, as the read at the end of a run always did; a run that yields leaves it
+    to its continuation, which reads again."""
+    if cancellations.exception() is not None and ctx.continues_later:
+        return
+    store_destination_cancellations(ctx, account_id, cancellations.result())
+
+
+def store_destination_cancellations(ctx: FlowContext, account_id: int, read: list[Cancellations]) -> None:
+    for target_id, cancelled in read:
         if not cancelled:
             continue  # the usual answer: nothing to store, no lock to take
         for order_id, where in _store_destination_cancellations(ctx, account_id, target_id, cancelled):
