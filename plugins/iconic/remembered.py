@@ -46,7 +46,11 @@ class RememberedOrders:
         self._by_transport: weakref.WeakKeyDictionary[Any, _Memory] = weakref.WeakKeyDictionary()
 
     def get(self, transport: Any, login: Hashable, order: dict[str, Any]) -> Order | None:
-        """The record mapped from exactly this order before, or None."""
+        """The record mapped from exactly this order before, or None. An order without ``statusList``
+        is never the same as before: whether The Iconic moves ``updatedAt`` when only an item
+        changes is not documented, so without the item counts an item's change could go unseen."""
+        if not isinstance(order.get("statusList"), dict):
+            return None
         key = (login, order.get("id"))
         with self._lock:
             orders = self._memory(transport).orders

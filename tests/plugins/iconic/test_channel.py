@@ -551,7 +551,7 @@ def test_remembered_orders_forget_the_least_recently_pulled_past_their_size():
 
     remembered = RememberedOrders(size=2)
     login = ("https://iconic.test", "app")
-    orders = [{"id": n, "updatedAt": "2026-11-27T10:00:00+00:00"} for n in (1, 2, 3)]
+    orders = [{"id": n, "updatedAt": "2026-11-27T10:00:00+00:00", "statusList": {"pending": 1}} for n in (1, 2, 3)]
     records = [object() for _ in orders]  # stand-ins for mapped records: the cache never looks inside
     remembered.put(None, login, orders[0], records[0])  # type: ignore[arg-type]
     remembered.put(None, login, orders[1], records[1])  # type: ignore[arg-type]
@@ -561,6 +561,9 @@ def test_remembered_orders_forget_the_least_recently_pulled_past_their_size():
     assert remembered.get(None, login, orders[0]) is records[0] and remembered.get(None, login, orders[2]) is records[2]
     assert remembered.get(None, login, {**orders[0], "updatedAt": "2026-11-27T10:05:00+00:00"}) is None
     assert remembered.get(None, ("https://iconic.test", "other app"), orders[0]) is None
+    bare = {"id": 4, "updatedAt": "2026-11-27T10:00:00+00:00"}  # no statusList: an item's change could hide
+    remembered.put(None, login, bare, records[0])  # type: ignore[arg-type]
+    assert remembered.get(None, login, bare) is None
 
 
 def test_embedded_items_need_no_second_call(channel, sandbox, control, listed):
