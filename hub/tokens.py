@@ -16,8 +16,33 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Hashable
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class ByTransport(Generic[T]):
+    """One ``T`` for the network (``transport`` None) and one per injected transport object,
+    forgotten with it: what a channel keeps between runs of a process (a token, records it mapped)
+    then never reaches a test's sandbox that did not give it. Not locked: its owner locks."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._network = make()
+        self._by_transport: weakref.WeakKeyDictionary[Any, T] = weakref.WeakKeyDictionary()
+
+    def __len__(self) -> int:
+        """How many transports have a ``T`` of their own (the network's not counted)."""
+        return len(self._by_transport)
+
+    def of(self, transport: Any) -> T:
+        if transport is None:
+            return self._network
+        held = self._by_transport.get(transport)
+        if held is None:
+            held = self._by_transport[transport] = self._make()
+        return held
 
 
 class TokenCache:
@@ -25,8 +50,7 @@ class TokenCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._network: dict[Hashable, tuple[Any, float]] = {}
-        self._by_transport: weakref.WeakKeyDictionary[Any, dict[Hashable, tuple[Any, float]]] = weakref.WeakKeyDictionary()
+        self._tables: ByTransport[dict[Hashable, tuple[Any, float]]] = ByTransport(dict)
 
     def get(self, transport: Any, key: Hashable, now: float) -> tuple[Any, float] | None:
         with self._lock:
@@ -46,9 +70,7 @@ class TokenCache:
                 del table[key]
 
     def _table(self, transport: Any) -> dict[Hashable, tuple[Any, float]]:
-        if transport is None:
-            return self._network
-        return self._by_transport.setdefault(transport, {})
+        return self._tables.of(transport)
 
 
 TOKENS = TokenCache()

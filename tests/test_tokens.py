@@ -33,6 +33,19 @@ def test_a_refused_token_is_dropped_unless_another_client_replaced_it_already() 
 def test_tokens_of_a_transport_go_with_it() -> None:
     cache, sandbox = TokenCache(), Transport()
     cache.put(sandbox, "key", "t1", 100.0)
-    assert len(cache._by_transport) == 1
+    assert len(cache._tables) == 1
     del sandbox
-    assert len(cache._by_transport) == 0
+    assert len(cache._tables) == 0
+
+
+def test_each_transport_has_its_own_and_the_network_one_more() -> None:
+    from hub.tokens import ByTransport
+
+    tables: ByTransport[dict[str, str]] = ByTransport(dict)
+    one, two = Transport(), Transport()
+    tables.of(one)["k"] = "one"
+    assert tables.of(one) == {"k": "one"} and tables.of(two) == {} and tables.of(None) == {}
+    tables.of(None)["k"] = "network"
+    assert tables.of(one)["k"] == "one" and len(tables) == 2
+    del one
+    assert len(tables) == 1 and tables.of(None)["k"] == "network"

@@ -15,19 +15,19 @@ How many orders the last scheduled pull read is kept too: the next pull reads th
 once instead of waiting for the first page to give the count (``IconicClient.paged(expect=)``).
 
 Kept per seller login (base URL and application id) and, for a test's injected transport, per
-transport object (forgotten with it), like ``hub.tokens``; at most ``size`` orders in a process,
+transport object (forgotten with it: ``hub.tokens.ByTransport``, as the access tokens are); at most ``size`` orders in a process,
 the least recently pulled forgotten first.
 """
 
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
 from hub.records import Order
+from hub.tokens import ByTransport
 
 REMEMBERED_ORDERS = 5_000  # about 12 kB each (an order of three items): 60 MB at most, a few busy accounts' windows
 
@@ -42,8 +42,7 @@ class RememberedOrders:
     def __init__(self, size: int = REMEMBERED_ORDERS) -> None:
         self.size = size
         self._lock = threading.Lock()
-        self._network = _Memory()
-        self._by_transport: weakref.WeakKeyDictionary[Any, _Memory] = weakref.WeakKeyDictionary()
+        self._memories: ByTransport[_Memory] = ByTransport(_Memory)
 
     def get(self, transport: Any, login: Hashable, order: dict[str, Any]) -> Order | None:
         """The record mapped from exactly this order before, or None. An order without ``statusList``
@@ -79,9 +78,7 @@ class RememberedOrders:
             self._memory(transport).counts[login] = count
 
     def _memory(self, transport: Any) -> _Memory:
-        if transport is None:
-            return self._network
-        return self._by_transport.setdefault(transport, _Memory())
+        return self._memories.of(transport)
 
 
 REMEMBERED = RememberedOrders()
