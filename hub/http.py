@@ -320,7 +320,7 @@ def _seconds_until(http_date: str, now: float) -> float | None:
     return moment.timestamp() - now
 
 
-# --- Status mapping -------------------------------------------------------------------------------
+# --- Bodies ---------------------------------------------------------------------------------------
 
 
 def response_json(response: httpx.Response) -> Any:
@@ -330,6 +330,9 @@ def response_json(response: httpx.Response) -> Any:
     lists) was a twentieth of a busy worker's CPU, and orjson does it in a fraction of the time.
     """
     return orjson.loads(response.content)
+
+
+# --- Status mapping -------------------------------------------------------------------------------
 
 
 def raise_for_status(

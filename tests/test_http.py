@@ -643,3 +643,12 @@ def test_clients_share_one_tls_context_so_opening_a_channel_does_not_reload_the_
     finally:
         first.close()
         second.close()
+
+
+def test_response_json_parses_json_and_raises_a_json_decode_error_for_anything_else() -> None:
+    from hub.http import response_json
+
+    assert response_json(httpx.Response(200, content=b'{"items": [1, 2], "n": 1.5}')) == {"items": [1, 2], "n": 1.5}
+    for body in (b"<html>gateway</html>", b'{"cut": ', b"\xff\xfe"):  # not JSON, cut off, not UTF-8
+        with pytest.raises(json.JSONDecodeError):
+            response_json(httpx.Response(200, content=body))

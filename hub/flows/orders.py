@@ -128,7 +128,7 @@ def run_orders(ctx: FlowContext) -> None:
     route_waiting(ctx, account_id, only=batch.touched if targeted else None)
     follow_cancellations(ctx, account_id, batch.cancelled)  # this pull's: the next pull will not see them
     if cancellations is not None:
-        store_early_read(ctx, account_id, cancellations)
+        _store_cancellations_read_beside_pull(ctx, account_id, cancellations)
     if not targeted and not ctx.continues_later:  # a run that yielded leaves these scans to its continuation
         forward_returns(ctx, account_id)
         if cancellations is None:
@@ -1171,7 +1171,8 @@ def read_destination_cancellations(ctx: FlowContext, account_id: int) -> Callabl
     return read
 
 
-def store_early_read(ctx: FlowContext, account_id: int, cancellations: Future[list[Cancellations]]) -> None:
+def _store_cancellations_read_beside_pull(ctx: FlowContext, account_id: int,
+                                         cancellations: Future[list[Cancellations]]) -> None:
     """What the read begun beside the pull found. A failed read fails the run here, after its orders
     were stored and routed, as the read at the end of a run always did; a run that yields leaves it
     to its continuation, which reads again."""

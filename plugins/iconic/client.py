@@ -120,10 +120,9 @@ class IconicClient:
         once from the start, without waiting for the first page to tell the count: a list read
         again and again, such as an orders window, then costs one round trip less each time; when
         the list has shrunk, the pages past its new end come back empty (at most ``in_flight`` - 1
-        requests spent). From the first page that comes back short
-        (the list ended, or the server shortened it) the rest is read one page at a time, and so is a
-        list that grew meanwhile. A failing page raises; callers never see a partial enumeration as
-        complete.
+        requests spent). From the first page that comes back short (the list ended, or the server
+        shortened it) the rest is read one page at a time, and so is a list that grew meanwhile. A
+        failing page raises; callers never see a partial enumeration as complete.
         """
         limit = page_size or self.page_size
         base = list(params.items()) if isinstance(params, Mapping) else list(params or [])
