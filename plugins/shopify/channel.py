@@ -295,16 +295,16 @@ class ShopifyChannel(Channel):
         return self.create_orders([order])[0]
 
     def create_orders(self, orders: list[Order]) -> list[ItemResult]:
-        """One name search and one SKU search per batch (per 50 names / SKUs), then one orderCreate per
-        order not yet in Shopify (there is no bulk order create), ``create_concurrency`` at a time
-        within the cost bucket. Results in input order."""
+        """One name search and one SKU search per batch (per 50 names / SKUs), sent together, then one
+        orderCreate per order not yet in Shopify (there is no bulk order create), ``create_concurrency``
+        at a time within the cost bucket. Results in input order."""
         unique: dict[str, Order] = {}
         for order in orders:
             unique.setdefault(order.order_number, order)  # the same order twice in one call is sent once
+        found, matches = self._look_up(list(unique.values()))
         results = {number: ItemResult.success(number, external_id=node["id"], message="already in Shopify")
-                   for number, node in self._find_hub_orders(list(unique.values())).items()}
+                   for number, node in found.items()}
         todo = [order for number, order in unique.items() if number not in results]
-        matches = self._variant_matches([line.sku for order in todo for line in order.lines]) if todo else {}
         variant_ids = {sku: nodes[0]["id"] for sku, nodes in matches.items() if len(nodes) == 1}
         stop = threading.Event()  # after a channel failure no further orderCreate is sent
 
@@ -349,6 +349,17 @@ class ShopifyChannel(Channel):
         if not created.get("id"):
             raise ContractError("orderCreate answered without an order id", detail=payload)
         return ItemResult.success(order.order_number, external_id=created["id"])
+
+    def _look_up(self, orders: list[Order]) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+        """The orders already in Shopify and the variants of the orders' SKUs, searched at the same time.
+
+        Neither search needs the other's answer, and one after the other they were two round trips
+        before every batch's first orderCreate. The SKUs searched are those of every order, so a batch
+        found whole in Shopify (a retry) pays for a SKU search it did not need."""
+        skus = [line.sku for order in orders for line in order.lines]
+        searches: list[Callable[[], Any]] = [lambda: self._find_hub_orders(orders), lambda: self._variant_matches(skus)]
+        found, matches = map_limited(lambda search: search(), searches, len(searches), name="shopify-look-up")
+        return found, matches
 
     def _find_hub_orders(self, orders: list[Order]) -> dict[str, dict[str, Any]]:
         """Order number -> the hub's copy already in Shopify, by one ``name:A OR name:B`` search per 50."""

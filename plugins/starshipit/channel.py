@@ -25,6 +25,7 @@ from marshmallow import Schema, fields, validate
 
 from hub.channel import Channel, Role, WebhookAction, WebhookRequest
 from hub.errors import AuthError, ContractError, RejectedItem
+from hub.parallel import map_limited
 from hub.records import Fulfilment, ItemResult, Order
 
 from plugins.starshipit import mapping
@@ -45,6 +46,8 @@ UNSHIPPED_STATUSES = ("Unshipped", "Saved")
 LIST_LOOKUP_THRESHOLD = 3
 # order_date is what we sent (the marketplace's placed_at); the margin absorbs clock skew.
 LOOKUP_MARGIN = timedelta(hours=1)
+# The lists that hold an order already imported, with the filter each takes for "since".
+LIST_SCANS = (("unshipped", "since_order_date"), ("shipped", "since_last_updated"))
 
 
 class StarshipitCredentialsSchema(Schema):
@@ -226,14 +229,21 @@ class StarshipitChannel(Channel):
         return found
 
     def _scan_lists(self, numbers: set[str], earliest: datetime) -> dict[str, str]:
+        """The unshipped and the shipped list, read at the same time (one round trip before a batch's
+        import, not two); an order on both keeps its unshipped entry."""
         since = mapping.rfc3339(earliest - LOOKUP_MARGIN)
-        found: dict[str, str] = {}
-        for kind, parameter in (("unshipped", "since_order_date"), ("shipped", "since_last_updated")):
+
+        def scan(kind_and_parameter: tuple[str, str]) -> dict[str, str]:
+            kind, parameter = kind_and_parameter
+            found: dict[str, str] = {}
             for row in self.client.list_orders(kind, **{parameter: since}):
                 number = str(row.get("order_number") or "")
                 if number in numbers:
                     found.setdefault(number, mapping.order_id_of(row))
-        return found
+            return found
+
+        unshipped, shipped = map_limited(scan, LIST_SCANS, len(LIST_SCANS), name="starshipit-scan")
+        return {**shipped, **unshipped}
 
     def _import(self, batch: list[dict[str, Any]]) -> dict[str, ItemResult]:
         envelope = self.client.import_orders(batch)

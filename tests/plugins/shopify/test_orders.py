@@ -346,12 +346,23 @@ def test_a_create_that_timed_out_but_reached_shopify_is_kept_and_the_rest_wait_f
 def test_creates_overlap_up_to_create_concurrency(sandbox: Any, make_channel: Any, monkeypatch: Any) -> None:
     channel = make_channel(sandbox, {"inventory_behaviour": "BYPASS"})
     gauge = InFlight()
-    # The name search and the SKU search go first, one at a time; then the orderCreates overlap.
+    # The name search and the SKU search go first, together; then the orderCreates overlap.
     monkeypatch.setattr(sandbox, "app", gauge.around(sandbox.app, until=4, lead=2))
     results = channel.create_orders(batch(16))
     assert all(r.ok for r in results) and len(sandbox.state.orders) == 16
     assert gauge.most == 4 and ShopifyChannel.validate_settings({})["create_concurrency"] == 4
     assert sandbox.state.throttled == 0
+
+
+def test_the_name_search_and_the_sku_search_go_out_together(sandbox: Any, make_channel: Any,
+                                                            monkeypatch: Any) -> None:
+    channel = make_channel(sandbox, {"inventory_behaviour": "BYPASS", "create_concurrency": 1})
+    gauge = InFlight()
+    # Every request is held until two have been in flight at once: only the two searches can be,
+    # as the orderCreates go one at a time. Searched one after the other, the first waits in vain.
+    monkeypatch.setattr(sandbox, "app", gauge.around(sandbox.app, until=2, timeout=2.0))
+    results = channel.create_orders(batch(3))
+    assert gauge.most == 2 and all(r.ok for r in results) and len(sandbox.state.orders) == 3
 
 
 def test_concurrent_creates_share_the_cost_bucket_without_being_throttled(make_sandbox: Any, make_channel: Any,

@@ -10,6 +10,7 @@ import pytest
 
 from hub.errors import TransientError, ValidationError
 from hub.records import validate_record
+from hub.testing import InFlight
 from plugins.starshipit.channel import StarshipitChannel
 from tests.plugins.starshipit.helpers import BASE_URL, EPOCH, FakeTime, control, make_order
 
@@ -104,6 +105,19 @@ def test_importing_again_makes_no_duplicates(sandbox: Any, make_channel: Any) ->
     assert [r.external_id for r in again[:60]] == [r.external_id for r in first]
     assert again[-1].ok and again[-1].external_id not in {r.external_id for r in first}
     assert all(sandbox.state.count(o.order_number) == 1 for o in orders)
+
+
+def test_the_unshipped_and_shipped_lists_are_read_at_the_same_time(sandbox: Any, make_channel: Any) -> None:
+    gauge = InFlight()
+    # Each list read is held until both are in flight; read one after the other, the first waits in vain.
+    channel = make_channel(gauge.around(sandbox, only="shipped", until=2, timeout=2.0))
+    orders = [make_order(f"BOTH-{n}") for n in range(6)]
+    channel.create_orders(orders[:3])
+    control(sandbox, "dispatch", {"order_number": "BOTH-1"})
+    again = channel.create_orders(orders)
+    assert gauge.most == 2 and channel.client.http.calls_by_path["/api/orders/shipped"] == 2
+    assert all(r.ok for r in again) and all(sandbox.state.count(o.order_number) == 1 for o in orders)
+    assert [r.message for r in again[:3]] == ["already in Starshipit"] * 3  # found on either list
 
 
 def test_import_rejects_bad_orders_and_keeps_the_rest(sandbox: Any, make_channel: Any) -> None:
