@@ -466,12 +466,14 @@ def profile_to(path: Path | None):  # type: ignore[no-untyped-def]
 def _group_child(conn: Any, factory: Callable[[], dict[str, Any]], quiet: bool) -> None:
     import logging
 
+    from hub.memory import freeze_startup_objects
     from hub.sandbox import serve
 
     if quiet:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
     apps = factory()
     counting = {name: _Counting(app) for name, app in apps.items()}
+    freeze_startup_objects()  # the simulated services' garbage collection is no part of the hub's work
     served = {}
     for name, app in apps.items():
         if hasattr(app, "served"):

@@ -396,8 +396,10 @@ class CpuMeter:
 class Embedded:
     def __init__(self, db: Any, workers: int, tick: float) -> None:
         from hub.embedded import EmbeddedRuntime
+        from hub.memory import freeze_startup_objects
 
         self.runtime = EmbeddedRuntime(db, workers=workers, tick_seconds=tick)
+        freeze_startup_objects()  # as `channelhub web` does before it starts the embedded runtime
         self.runtime.start()
 
     def enqueue(self, *args: Any, **kwargs: Any) -> int:

@@ -187,6 +187,33 @@ def test_jobs_run_in_the_worker_process_unless_it_forks_a_work_horse_per_job(
     assert pool.process.wait(20) == 0, pool.log.read_text(errors="replace")[-3000:]
 
 
+def test_a_worker_keeps_what_it_loaded_out_of_the_garbage_collectors_full_collections(tmp_path: Path) -> None:
+    # A full collection walked every module, mapper and plugin object of the worker, with its threads stopped.
+    code = (
+        "import gc, json, weakref\n"
+        "from hub.fleet import load_before_fork\n"
+        "class Node: pass\n"
+        "def cycle():\n"
+        "    node = Node(); node.me = node\n"
+        "    return weakref.ref(node)\n"
+        "before, garbage = gc.get_freeze_count(), cycle()\n"
+        "load_before_fork()\n"
+        "frozen, later = gc.get_freeze_count(), cycle()\n"
+        "gc.collect()\n"
+        "print(json.dumps({'before': before, 'frozen': frozen, 'garbage_kept': garbage() is not None,\n"
+        "                  'later_kept': later() is not None}))\n"
+    )
+    env = {**os.environ, "CHANNELHUB_INSTANCE": str(tmp_path), "CHANNELHUB_DATABASE_URL": "sqlite://",
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env.pop("CHANNELHUB_PLUGINS", None)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["before"] == 0 and seen["frozen"] > 50_000  # the start-up objects, out of every full collection
+    assert not seen["garbage_kept"]  # start-up garbage was collected first, not frozen with the rest
+    assert not seen["later_kept"]  # what jobs make is collected as before
+
+
 def test_bad_arguments_are_refused_before_anything_starts(tmp_path: Path) -> None:
     from hub.config import Config
     from hub.errors import ConfigurationError

@@ -18,9 +18,11 @@ def channelhub_register_commands(cli: Any) -> None:
     def web(host: str, port: int) -> None:
         """Serve the admin UI, the REST API and the webhook endpoint."""
         from hub.cli import current_hub
+        from hub.memory import freeze_startup_objects
         from web import serve
 
         hub = current_hub()
+        freeze_startup_objects()
         if not hub.config.fleet:
             hub.runtime.start()  # embedded: this process also runs the jobs and the schedules
         click.echo(f"channelhub web on http://{host}:{port}/ (Ctrl-C stops)")

@@ -53,6 +53,7 @@ from hub.app import Hub
 from hub.connections import Connector, set_connector
 from hub.embedded import EmbeddedRuntime
 from hub.errors import ConfigurationError
+from hub.memory import freeze_startup_objects
 from hub.models import (
     AccountStatus,
     Binding,
@@ -546,6 +547,7 @@ def start_demo(hub: Hub, options: DemoOptions | None = None) -> RunningDemo:
         if ICONIC not in setup.new_accounts:
             # New sandboxes, old memories: re-match The Iconic's listings before anything is pushed.
             reset_run_id = runtime.enqueue(setup.iconic_id, "reset", trigger="manual")
+        freeze_startup_objects()
         runtime.start()
         simulator = OrderSimulator(sandboxes.url("iconic"), sandboxes.url("starshipit"),
                                    orders_per_minute=options.orders_per_minute, dispatch_after=options.dispatch_after,
