@@ -229,8 +229,9 @@ class StarshipitChannel(Channel):
         return found
 
     def _scan_lists(self, numbers: set[str], earliest: datetime) -> dict[str, str]:
-        """The unshipped and the shipped list, read at the same time (one round trip before a batch's
-        import, not two); an order on both keeps its unshipped entry."""
+        """The unshipped and the shipped list, read at the same time: the second waits only for the
+        account's pace (one request a burst), not for the first's answer. An order on both keeps its
+        unshipped entry."""
         since = mapping.rfc3339(earliest - LOOKUP_MARGIN)
 
         def scan(kind_and_parameter: tuple[str, str]) -> dict[str, str]:
