@@ -187,6 +187,17 @@ def test_jobs_run_in_the_worker_process_unless_it_forks_a_work_horse_per_job(
     assert pool.process.wait(20) == 0, pool.log.read_text(errors="replace")[-3000:]
 
 
+def _fresh_worker_process(code: str, instance: Path) -> dict:
+    """What ``code`` prints last (JSON), run in a new interpreter as a worker would start: nothing of
+    this test process (imports, configured mappers, frozen objects) carries over."""
+    env = {**os.environ, "CHANNELHUB_INSTANCE": str(instance), "CHANNELHUB_DATABASE_URL": "sqlite://",
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env.pop("CHANNELHUB_PLUGINS", None)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_a_worker_keeps_what_it_loaded_out_of_the_garbage_collectors_full_collections(tmp_path: Path) -> None:
     # A full collection walked every module, mapper and plugin object of the worker, with its threads stopped.
     code = (
@@ -203,12 +214,7 @@ def test_a_worker_keeps_what_it_loaded_out_of_the_garbage_collectors_full_collec
         "print(json.dumps({'before': before, 'frozen': frozen, 'garbage_kept': garbage() is not None,\n"
         "                  'later_kept': later() is not None}))\n"
     )
-    env = {**os.environ, "CHANNELHUB_INSTANCE": str(tmp_path), "CHANNELHUB_DATABASE_URL": "sqlite://",
-           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    env.pop("CHANNELHUB_PLUGINS", None)
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = _fresh_worker_process(code, tmp_path)
     assert seen["before"] == 0 and seen["frozen"] > 50_000  # the start-up objects, out of every full collection
     assert not seen["garbage_kept"]  # start-up garbage was collected first, not frozen with the rest
     assert not seen["later_kept"]  # what jobs make is collected as before
@@ -238,11 +244,6 @@ def test_a_worker_loads_what_every_job_needs_before_it_forks_work_horses(tmp_pat
         "missing = [name for name in watched if name not in sys.modules] + ([] if Order.__mapper__.configured else ['mappers'])\n"
         "print(json.dumps({'before': before, 'missing': missing}))\n"
     )
-    env = {**os.environ, "CHANNELHUB_INSTANCE": str(tmp_path), "CHANNELHUB_DATABASE_URL": "sqlite://",
-           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    env.pop("CHANNELHUB_PLUGINS", None)
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = _fresh_worker_process(code, tmp_path)
     assert seen["before"] == [], "importing hub.fleet already loads these; the test would prove nothing"
     assert seen["missing"] == []
