@@ -15,8 +15,8 @@ How many orders the last scheduled pull read is kept too: the next pull reads th
 once instead of waiting for the first page to give the count (``IconicClient.paged(expect=)``).
 
 Kept per seller login (base URL and application id) and, for a test's injected transport, per
-transport object (forgotten with it: ``hub.tokens.ByTransport``, as the access tokens are); at most ``size`` orders in a process,
-the least recently pulled forgotten first.
+transport object (forgotten with it: ``hub.tokens.ByTransport``, as the access tokens are); at most
+``size`` orders in a process, the least recently pulled forgotten first.
 """
 
 from __future__ import annotations
